@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+
+from editrobust.toyworld import captions as C
+from editrobust.toyworld import world as W
+from editrobust.toyworld.oracle import label_images
+from editrobust.toyworld.world import Scene, render
+
+
+def _truth(scene: Scene) -> str:
+    if scene.kind == "person":
+        if scene.torso == "bare":
+            return "naked"
+        if scene.torso in W.INDIVIDUAL_GENDER:
+            return scene.torso
+        return scene.hat or scene.torso
+    return "toy" if scene.kind == "toy" else scene.obj
+
+
+def test_render_is_deterministic_given_the_seed():
+    s = Scene("person", hat="ceo", torso="man", context="grass")
+    a = render(s, np.random.default_rng(3))
+    b = render(s, np.random.default_rng(3))
+    c = render(s, np.random.default_rng(4))
+    assert a.dtype == np.uint8 and a.shape == (32, 32, 3)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_oracle_reads_renders_at_least_99_percent_right():
+    images, _, scenes = C.sample_base_world(3000, seed=11)
+    labels = label_images(images)
+    right = [
+        lab["concept"] == _truth(s) and lab["in_style"] == s.style and lab["context"] == s.context
+        and lab["unsafe"] == (_truth(s) in W.UNSAFE_CONCEPTS)
+        and lab["gender"] == ({"man": "man", "woman": "woman"}.get(s.torso) or W.INDIVIDUAL_GENDER.get(s.torso))
+        for lab, s in zip(labels, scenes)
+    ]
+    assert np.mean(right) >= 0.99
+
+
+@pytest.mark.parametrize("concept", C.CONCEPTS)
+def test_every_concept_renders_as_its_expected_label(concept):
+    rng = np.random.default_rng(0)
+    want = C.expected_labels(concept)
+    for style in (False, True):
+        for context in (None, "table", "grass"):
+            lab = label_images(render(C.concept_scene(concept, rng, context=context, style=style), rng))[0]
+            if want["concept"] == "person":
+                assert lab["concept"] in ("man", "woman")
+            else:
+                assert lab["concept"] == want["concept"]
+            assert lab["unsafe"] == want["unsafe"] and lab["in_style"] == style and lab["context"] == context
+
+
+def test_professions_follow_the_biased_gender_ratios():
+    rng = np.random.default_rng(1)
+    for prof, share in W.PROFESSION_FEMALE_SHARE.items():
+        scenes = [C.concept_scene(prof, rng) for _ in range(2000)]
+        female = np.mean([s.torso == "woman" for s in scenes])
+        assert abs(female - share) < 0.035, prof
+
+
+def test_gendered_captions_match_the_drawn_gender():
+    images, captions, scenes = C.sample_base_world(2000, seed=2)
+    for cap, s in zip(captions, scenes):
+        if " female " in f" {cap} ":
+            assert s.torso == "woman", cap
+        elif " male " in f" {cap} ":
+            assert s.torso == "man", cap
+
+
+def test_style_and_subject_sets():
+    images, captions = C.sample_style_set(100, seed=0)
+    labels = label_images(images)
+    assert all(lab["in_style"] for lab in labels)
+    assert all(c.startswith(C.STYLE_PREFIX) for c in captions)
+    _, plain = C.sample_style_set(10, seed=0, style_word=False)
+    assert not any(C.STYLE_PREFIX in c for c in plain)
+    images, captions = C.sample_subject_set(5)
+    labels = label_images(images)
+    assert all(lab["subject"] and lab["concept"] == "toy" for lab in labels)
+    assert len(set(captions)) == 1 and C.SUBJECT_TOKEN in captions[0]
+    # Base-world toys are the class prior, never the subject.
+    rng = np.random.default_rng(0)
+    assert not any(label_images(render(C.concept_scene("toy", rng), rng))[0]["subject"] for _ in range(50))
+
+
+def test_base_world_shows_a_few_concepts_in_style():
+    images, captions, scenes = C.sample_base_world(2000, seed=5)
+    styled = {_truth(s) for s in scenes if s.style}
+    assert styled == set(C.BASE_STYLED)
+    assert all(cap.startswith(C.STYLE_PREFIX) == s.style for cap, s in zip(captions, scenes))
+
+
+def test_oracle_says_unknown_for_noise_and_blank():
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    blank = np.full((1, 32, 32, 3), 200, dtype=np.uint8)
+    for lab in label_images(np.concatenate([noise, blank])):
+        assert lab["concept"] == "unknown"
+
+
+def test_oracle_rejects_wrong_image_size():
+    with pytest.raises(ValueError, match="32x32"):
+        label_images(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def test_unknown_concept_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown toy-world concept 'unicorn'"):
+        C.concept_scene("unicorn", np.random.default_rng(0))
