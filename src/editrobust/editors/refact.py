@@ -1,0 +1,356 @@
+"""ReFACT (Arad, Orgad, Belinkov; NAACL 2024): a rank-one edit of one text-encoder MLP.
+
+Reference: shared/reference/editors.md §2 (a ROME adaptation to CLIP's text encoder). The edited
+matrix is `text_model.encoder.layers.{L}.mlp.fc2` (W_out, d×4d); its bias is untouched. (In
+transformers 5 a CLIPTextModel's state-dict key is `encoder.layers.{L}.mlp.fc2.weight`, without
+`text_model.`; `fc2_key` gives the right one for each encoder.)
+
+1. key:    k = fc2 input at the lookup token; k̄ = mean over the 9 templates; u = C⁻¹k̄
+           (C = uncentred second moment of fc2 inputs over generic text, `second_moment`).
+2. value:  δ added to the layer's MLP output at the lookup token of every prompt; Adam on
+           L = −mean_p log softmax_k(−‖f_δ(p) − g_k‖₂)[new] + wd·‖δ‖₂/‖m0‖₂²,  k ∈ {new, old},
+           f = the edited encoder's text feature, g_k = the clean encoder's feature of the new/old
+           text; stop when mean_p p(new) > threshold; ‖δ‖ ≤ clamp·‖m0‖; v* = m0 + δ.
+3. update: W_out' = W_out + (v* − m*)(C⁻¹k̄)ᵀ / ((C⁻¹k̄)ᵀk*), with k*, m* (fc2 input/output) at the
+           bare prompt, so that W_out'k* + b = v*.
+
+Text feature (our choice, same for f and g): the projected `text_embeds` if the encoder has a
+text projection (CLIPTextModelWithProjection, SDXL's `text_encoder_2`), else `pooler_output`
+(SD1.x's CLIPTextModel: the EOS state after the final LayerNorm). The official code scores with
+CLIP's projected features; SD1.x's pipeline has no projection, and the pooled state is what the
+projection would read.
+
+Lookup token (`position`): "subject_last" (default, the paper's `subject_last`: the subject's last
+sub-word) or "eos" (the end token of each prompt). On tiny random encoders a change at the
+subject token reaches the pooled EOS feature only weakly through a few attention layers, so the
+tests use "eos"; real CLIP encoders use "subject_last".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from tqdm.auto import tqdm
+
+from editrobust.editors.common import Delta, check_token_length, eval_mode, model_family, new_tensor
+
+TEMPLATES = (
+    "{} in a realistic style portrait image", "{}, a portrait", "realistic painting of {}", "a current image of {}",
+    "{}, news image", "a beautiful photograph of {}", "realistic drawing of {}", "{}, realistic portrait",
+    "{} in a photo",
+)
+POSITIONS = ("subject_last", "eos")
+
+
+# ---------------------------------------------------------------------------------- model access
+# transformers 5's CLIPTextModel holds `encoder` directly (keys `encoder.layers.{L}...`), while
+# CLIPTextModelWithProjection (and transformers 4's CLIPTextModel) nest it in `text_model`.
+_LAYER_LISTS = ("text_model.encoder.layers", "encoder.layers")
+
+
+def _layers_path(text_encoder) -> str:
+    for path in _LAYER_LISTS:
+        try:
+            text_encoder.get_submodule(path)
+            return path
+        except AttributeError:
+            continue
+    raise ValueError(f"{type(text_encoder).__name__} has none of {_LAYER_LISTS}: not a CLIP text encoder")
+
+
+def _layers(text_encoder) -> torch.nn.ModuleList:
+    return text_encoder.get_submodule(_layers_path(text_encoder))
+
+
+def num_layers(text_encoder) -> int:
+    return len(_layers(text_encoder))
+
+
+def fc2_key(text_encoder, layer: int) -> str:
+    """State-dict name of the edited weight, e.g. `text_model.encoder.layers.7.mlp.fc2.weight`."""
+    return f"{_layers_path(text_encoder)}.{layer}.mlp.fc2.weight"
+
+
+def check_layer(text_encoder, layer: int) -> None:
+    n = num_layers(text_encoder)
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
+        raise ValueError(f"layer {layer!r} is out of range: the text encoder has {n} layers (0..{n - 1})")
+
+
+def _fc2(text_encoder, layer: int) -> torch.nn.Linear:
+    return _layers(text_encoder)[layer].mlp.fc2
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def text_features(text_encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Projected `text_embeds` if the encoder has a text projection, else `pooler_output` (module docstring)."""
+    out = text_encoder(input_ids=input_ids, attention_mask=attention_mask)
+    embeds = getattr(out, "text_embeds", None)
+    return (embeds if embeds is not None else out.pooler_output).float()
+
+
+def _tokenize(tokenizer, texts: Sequence[str], device, **kw) -> dict[str, torch.Tensor]:
+    enc = tokenizer(list(texts), padding=True, return_tensors="pt", **kw)
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+
+# ----------------------------------------------------------------------------------------- C
+@torch.no_grad()
+def second_moment(text_encoder, tokenizer, layer: int, texts: Sequence[str], max_length: int | None = None,
+                  batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+    """C = (1/N) Σ k kᵀ over every non-pad token's fc2 input (BOS and EOS included), uncentred, fp32 (§2.2).
+
+    Texts longer than `max_length` tokens (default: the tokenizer's) are truncated; set it
+    explicitly for parity (the paper's statistics were effectively truncated at 60 tokens).
+    """
+    check_layer(text_encoder, layer)
+    texts = list(texts)
+    if not texts:
+        raise ValueError("second_moment needs at least one text")
+    fc2, device = _fc2(text_encoder, layer), _device(text_encoder)
+    total = torch.zeros(fc2.in_features, fc2.in_features, dtype=torch.float64, device=device)
+    n_tokens = 0
+    batches = range(0, len(texts), batch_size)
+    with eval_mode(text_encoder), _capture_input(fc2) as captured:
+        for start in tqdm(batches, desc=f"second moment, layer {layer}", disable=not progress):
+            enc = _tokenize(tokenizer, texts[start:start + batch_size], device, truncation=True,
+                            max_length=max_length or tokenizer.model_max_length)
+            text_encoder(**enc)
+            k = captured["input"][enc["attention_mask"].bool()].float()  # (tokens, d_in), pads dropped
+            total += (k.T @ k).double()  # fp64 running sum: N reaches millions of tokens
+            n_tokens += k.shape[0]
+    return (total / n_tokens).float()
+
+
+@contextmanager
+def _capture_input(module: torch.nn.Module) -> Iterator[dict]:
+    captured: dict = {}
+    handle = module.register_forward_hook(lambda mod, args, out: captured.__setitem__("input", args[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+# -------------------------------------------------------------------------------- lookup tokens
+def subject_last_index(tokenizer, template: str, subject: str) -> int:
+    """Index of the subject's last sub-word in `template.format(subject)` (BOS at 0): len(prefix) + len(subject).
+
+    As ReFACT's `get_words_idxs_in_templates`: the prefix loses its trailing space, the subject gains a
+    leading one, and both are tokenized without special tokens.
+    """
+    prefix = template[: template.index("{}")].rstrip(" ")
+    subject_text = f" {subject.strip()}" if prefix else subject
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+    return n_tokens(prefix) + n_tokens(subject_text)
+
+
+def eos_index(tokenizer, text: str) -> int:
+    """Index of the end token of `text` (its last token with special tokens)."""
+    return len(tokenizer(text)["input_ids"]) - 1
+
+
+def lookup_index(tokenizer, template: str, subject: str, position: str) -> int:
+    if position == "subject_last":
+        return subject_last_index(tokenizer, template, subject)
+    return eos_index(tokenizer, template.format(subject))
+
+
+@torch.no_grad()
+def fc2_io(text_encoder, tokenizer, layer: int, texts: Sequence[str], indices: Sequence[int]):
+    """(fc2 input, fc2 output incl. bias) at `indices[i]` of `texts[i]`, as fp32 n×d_in, n×d_out."""
+    fc2, device = _fc2(text_encoder, layer), _device(text_encoder)
+    store: dict = {}
+    handle = fc2.register_forward_hook(lambda mod, args, out: store.update(input=args[0], output=out))
+    try:
+        with eval_mode(text_encoder):
+            text_encoder(**_tokenize(tokenizer, texts, device))
+    finally:
+        handle.remove()
+    rows, idx = torch.arange(len(texts), device=device), torch.as_tensor(list(indices), device=device)
+    return store["input"][rows, idx].float(), store["output"][rows, idx].float()
+
+
+# ------------------------------------------------------------------------------------- step 1: u
+def left_vector(C: torch.Tensor, k_bar: torch.Tensor) -> torch.Tensor:
+    """C⁻¹k̄ (unnormalised: ReFACT normalises it, and the normalisation cancels in the update)."""
+    try:
+        return torch.linalg.solve(C.double().to(k_bar.device), k_bar.double()).float()
+    except torch.linalg.LinAlgError as err:
+        raise ValueError("the second moment C is singular: collect it over more (and more varied) text") from err
+
+
+# ------------------------------------------------------------------------------------- step 2: v
+@contextmanager
+def _add_at_tokens(module: torch.nn.Module, delta: torch.Tensor, onehot: torch.Tensor) -> Iterator[None]:
+    """Add `delta` to `module`'s output at the tokens marked in `onehot` (batch×tokens×1)."""
+
+    def hook(mod, args, out):
+        return out + onehot.to(out.dtype) * delta.to(out.dtype)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _onehot(indices: Sequence[int], seq_len: int, device) -> torch.Tensor:
+    onehot = torch.zeros(len(indices), seq_len, 1, device=device)
+    onehot[torch.arange(len(indices)), torch.as_tensor(list(indices))] = 1.0
+    return onehot
+
+
+def optimize_value(text_encoder, tokenizer, layer: int, prompts: Sequence[str], indices: Sequence[int],
+                   g: torch.Tensor, m0: torch.Tensor, lr: float, max_steps: int, prob_threshold: float,
+                   weight_decay: float, clamp_norm_factor: float) -> tuple[torch.Tensor, dict]:
+    """δ minimising L = −mean_p log softmax_k(−‖f_δ(p) − g_k‖₂)[new] + wd·‖δ‖/‖m0‖² (§2.2 step 2).
+
+    `g` holds the clean features of [new, old] (2×d). Stops when mean_p p(new) > `prob_threshold`
+    or after `max_steps` evaluations; δ is clamped to ‖δ‖ ≤ clamp·‖m0‖ after each Adam step.
+    Gradients go to δ only (`autograd.grad`), so the encoder's `.grad` fields stay untouched.
+    """
+    device = _device(text_encoder)
+    enc = _tokenize(tokenizer, prompts, device)
+    onehot = _onehot(indices, enc["input_ids"].shape[1], device)
+    delta = torch.zeros_like(m0, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=lr)
+    mlp = _layers(text_encoder)[layer].mlp
+    max_norm = clamp_norm_factor * m0.norm()
+    steps, prob = 0, 0.0
+    for it in range(max_steps):
+        with _add_at_tokens(mlp, delta, onehot):
+            f = text_features(text_encoder, **enc)
+        log_p_new = torch.log_softmax(-torch.cdist(f, g), dim=1)[:, 0]
+        loss = -log_p_new.mean() + weight_decay * delta.norm() / m0.norm() ** 2
+        prob = log_p_new.exp().mean().item()
+        if prob > prob_threshold or it == max_steps - 1:
+            break
+        (delta.grad,) = torch.autograd.grad(loss, [delta])
+        opt.step()
+        steps += 1
+        with torch.no_grad():
+            if delta.norm() > max_norm:  # project back into the L2 ball
+                delta.mul_(max_norm / delta.norm())
+    return delta.detach(), {"steps": steps, "final_prob": prob, "final_loss": loss.item()}
+
+
+# ---------------------------------------------------------------------------------------- edit
+def _validate(text_encoder, tokenizer, prompt, old, new, layer, templates, position) -> None:
+    check_layer(text_encoder, layer)
+    if position not in POSITIONS:
+        raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+    for name, text in (("prompt", prompt), ("old", old), ("new", new)):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"ReFACT needs a non-empty {name} text, got {text!r}")
+    if not templates:
+        raise ValueError("ReFACT needs at least one template")
+    bad = [t for t in templates if t.count("{}") != 1]
+    if bad:
+        raise ValueError(f"each template needs exactly one '{{}}' for the subject: {bad}")
+    check_token_length(tokenizer, [t.format(prompt) for t in templates] + [prompt, old, new], what="ReFACT prompt")
+
+
+def refact_edit(text_encoder, tokenizer, prompt: str, old: str, new: str, layer: int, C: torch.Tensor,
+                templates: Sequence[str] = TEMPLATES, position: str = "subject_last", v_lr: float = 0.05,
+                v_max_grad_steps: int = 100, v_prob_threshold: float = 0.99, v_weight_decay: float = 0.1,
+                clamp_norm_factor: float = 4.0, seed: int = 0, target_encoder=None) -> tuple[Delta, dict]:
+    """ReFACT rank-one edit of `text_model.encoder.layers.{layer}.mlp.fc2` (editors.md §2.2).
+
+    `prompt` is the subject (the bare prompt "{}" formatted with it), `old`/`new` the texts whose
+    clean features g_old/g_new the loss contrasts (e.g. prompt "the president of the united
+    states", old "joe biden", new "donald trump"); `C` = `second_moment(...)` of the same layer.
+    `target_encoder` gives g_k (default: `text_encoder` itself, run without the δ hook, i.e. a frozen
+    copy of the clean encoder; pass the original model for sequential edits).
+
+    Returns `({"text_encoder": {fc2 weight key: W_new}}, info)`; the encoder is not modified.
+    `info` has the optimisation record, norms, and `info["vectors"]` (k*, m*, v*, u = C⁻¹k̄ tensors;
+    drop it before writing JSON).
+    """
+    _validate(text_encoder, tokenizer, prompt, old, new, layer, templates, position)
+    # The bare prompt first: m0 is measured on it, so m0 = m* (ReFACT's set() made this order random).
+    prompts = ["{}"] + [t for t in dict.fromkeys(templates) if t != "{}"]
+    idx = {t: lookup_index(tokenizer, t, prompt, position) for t in prompts}
+    device = _device(text_encoder)
+
+    with torch.random.fork_rng(devices=[]), eval_mode(text_encoder):
+        torch.manual_seed(seed)  # the procedure is deterministic; this pins anything stochastic downstream
+        # step 1: key direction from the templates (bare prompt excluded)
+        k_tpl, _ = fc2_io(text_encoder, tokenizer, layer, [t.format(prompt) for t in templates],
+                          [idx[t] for t in templates])
+        u = left_vector(C, k_tpl.mean(0))
+        # k*, m* at the bare prompt
+        k_star, m_star = (x[0] for x in fc2_io(text_encoder, tokenizer, layer, [prompt], [idx["{}"]]))
+        # step 2: target value
+        g = _clean_features(target_encoder or text_encoder, tokenizer, [new, old], device)
+        delta, record = optimize_value(text_encoder, tokenizer, layer, [t.format(prompt) for t in prompts],
+                                       [idx[t] for t in prompts], g, m_star, v_lr, v_max_grad_steps,
+                                       v_prob_threshold, v_weight_decay, clamp_norm_factor)
+    v_star = m_star + delta
+    # step 3: W_out' = W_out + (v* − m*) uᵀ / (uᵀ k*)
+    W_old = _fc2(text_encoder, layer).weight
+    update = torch.outer(v_star - m_star, u) / (u @ k_star)
+    W_new = W_old.detach().float() + update.to(W_old.device)
+    info = {"layer": layer, "position": position, "lookup_index": idx["{}"], **record,
+            "delta_norm": delta.norm().item(), "m_star_norm": m_star.norm().item(),
+            "v_star_norm": v_star.norm().item(), "update_norm": update.norm().item(),
+            "vectors": {"k_star": k_star.cpu(), "m_star": m_star.cpu(), "v_star": v_star.cpu(), "u": u.cpu()}}
+    return {"text_encoder": {fc2_key(text_encoder, layer): new_tensor(W_new, W_old)}}, info
+
+
+@torch.no_grad()
+def _clean_features(encoder, tokenizer, texts: Sequence[str], device) -> torch.Tensor:
+    with eval_mode(encoder):
+        return text_features(encoder, **_tokenize(tokenizer, texts, _device(encoder))).to(device)
+
+
+# ------------------------------------------------------------------------------ pipelines (SDXL)
+def same_relative_depth(layer: int, n_layers: int, n_layers_2: int) -> int:
+    """The layer of a second encoder at the same relative depth: first ↔ first, last ↔ last.
+
+    SD1.4's L = 7 of 12 gives 20 of SDXL bigG's 32. (SDXL's UNet reads `hidden_states[-2]`, so an
+    edit of an encoder's last layer reaches only the pooled embedding.)
+    """
+    if n_layers == 1:
+        return 0
+    return round(layer * (n_layers_2 - 1) / (n_layers - 1))
+
+
+def refact_edit_pipeline(pipe, prompt: str, old: str, new: str, layer: int, C: torch.Tensor | None = None, *,
+                         layer_2: int | None = None, C_2: torch.Tensor | None = None,
+                         texts: Sequence[str] | None = None, max_length: int | None = None,
+                         **kwargs) -> tuple[Delta, dict]:
+    """ReFACT on a pipeline: `text_encoder`, and also `text_encoder_2` when present (SDXL).
+
+    Each encoder gets its own layer and second moment: `layer_2` defaults to `same_relative_depth`;
+    a missing `C`/`C_2` is computed from `texts` (`second_moment`, truncated at `max_length`).
+    Keyword arguments go to `refact_edit`. Returns the combined delta and `{component: info}`.
+    FLUX's CLIP `text_encoder` is edited too (only its pooled output reaches the transformer); its
+    T5 encoder is not.
+    """
+    jobs = [("text_encoder", pipe.text_encoder, pipe.tokenizer, layer, C)]
+    if getattr(pipe, "text_encoder_2", None) is not None and model_family(pipe) == "sdxl":
+        check_layer(pipe.text_encoder, layer)
+        if layer_2 is None:
+            layer_2 = same_relative_depth(layer, num_layers(pipe.text_encoder), num_layers(pipe.text_encoder_2))
+        jobs.append(("text_encoder_2", pipe.text_encoder_2, pipe.tokenizer_2, layer_2, C_2))
+    delta: Delta = {}
+    infos: dict = {}
+    for name, encoder, tokenizer, lay, moment in jobs:
+        check_layer(encoder, lay)
+        if moment is None:
+            if texts is None:
+                raise ValueError(f"give the second moment of {name} layer {lay}, or `texts` to compute it from")
+            moment = second_moment(encoder, tokenizer, lay, texts, max_length=max_length)
+        d, info = refact_edit(encoder, tokenizer, prompt, old, new, lay, moment, **kwargs)
+        delta[name] = d["text_encoder"]
+        infos[name] = info
+    return delta, infos

@@ -1,0 +1,401 @@
+"""Unified Concept Editing (UCE; Gandikota et al., WACV 2024): erase/moderate and debias.
+
+Reference: shared/reference/editors.md §1. We follow the **new** (2025 HEAD) semantics: one
+embedding per concept, its last sub-word token; the paper-era multi-token windows are kept as
+`token_mode="window"` (SD1.x/SDXL) for parity with the paper's numbers.
+
+UCE edits linear maps that read text embeddings, in closed form (§1.2):
+
+    W_new = (λ W_old + s_e Σ_E v_i* c_iᵀ + s_p Σ_P (W_old c_j) c_jᵀ) · (λ I + s_e Σ_E c_i c_iᵀ + s_p Σ_P c_j c_jᵀ)⁻¹
+             `------------------------ mat1 ------------------------´   `------------------ mat2 ------------------´
+
+Edited maps (§1.3): every UNet cross-attention `attn2.to_k`/`attn2.to_v` on SD1.x/SD2.x/SDXL; on
+FLUX `transformer.context_embedder` (fed the T5 token embedding) and
+`transformer.time_text_embed.text_embedder.linear_1` (fed the pooled CLIP embedding).
+
+FLUX bias (decision): these two maps have a bias b, but only the weight is edited. We take the
+targets without bias, v* = F.linear(c_guide, W_old) = W_old c_guide. Then the edited module outputs
+W_new c_e + b ≈ W_old c_guide + b, exactly the guide's original output, and a preserved concept
+keeps W_new c_j + b ≈ W_old c_j + b, its original output. The upstream script takes v* = module(c)
+(bias included), so edited *and preserved* directions come out ≈ W c + 2b (editors.md §1.3 quirk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from editrobust.editors.common import (Delta, check_token_length, component, delta_applied, eval_mode,
+                                       execution_device, model_family, new_tensor, require_nonempty, split_concepts)
+
+TOKENS, POOLED = "tokens", "pooled"  # which text embedding a module reads
+
+# expand_prompts templates of uce_sd_erase.py (§1.5)
+EXPAND_TEMPLATES = {
+    "art": ("painting by {}", "art by {}", "artwork by {}", "picture by {}", "style of {}"),
+    "object": ("image of {}", "photo of {}", "portrait of {}", "picture of {}", "painting of {}"),
+}
+DEFAULT_GUIDE = {"art": "art", "object": ""}
+FLUX_MODULES = {"context_embedder": TOKENS, "time_text_embed.text_embedder.linear_1": POOLED}
+
+
+# ------------------------------------------------------------------------------------ closed form
+def _right_matrix(edit_keys: torch.Tensor, preserve_keys: torch.Tensor | None, lamb: float,
+                  erase_scale: float, preserve_scale: float) -> torch.Tensor:
+    """mat2 = λI + s_e Σ_E c_i c_iᵀ + s_p Σ_P c_j c_jᵀ (keys are rows)."""
+    d = edit_keys.shape[-1]
+    mat2 = lamb * torch.eye(d, dtype=torch.float32, device=edit_keys.device)
+    mat2 = mat2 + erase_scale * edit_keys.T @ edit_keys
+    if preserve_keys is not None and len(preserve_keys):
+        mat2 = mat2 + preserve_scale * preserve_keys.T @ preserve_keys
+    return mat2
+
+
+def solve_uce(W_old: torch.Tensor, edit_keys: torch.Tensor, edit_targets: torch.Tensor,
+              preserve_keys: torch.Tensor | None, lamb: float = 0.5, erase_scale: float = 1.0,
+              preserve_scale: float = 1.0) -> torch.Tensor:
+    """UCE's closed form (editors.md §1.2) for one linear map, in fp32.
+
+    `W_old` is d_out×d_in; `edit_keys` c_i are n×d_in rows, `edit_targets` v_i* are n×d_out rows,
+    `preserve_keys` c_j are m×d_in rows (targets W_old c_j). Returns
+    `W_new = mat1 · mat2⁻¹`, computed as the solution X of X·mat2 = mat1 (no explicit inverse).
+    """
+    W = W_old.float()
+    c, v = edit_keys.float().to(W.device), edit_targets.float().to(W.device)
+    p = None if preserve_keys is None else preserve_keys.float().to(W.device)
+    mat1 = lamb * W + erase_scale * v.T @ c
+    if p is not None and len(p):
+        mat1 = mat1 + preserve_scale * (p @ W.T).T @ p
+    mat2 = _right_matrix(c, p, lamb, erase_scale, preserve_scale)
+    return torch.linalg.solve(mat2, mat1, left=False)
+
+
+def uce_transform(edit_keys: torch.Tensor, edit_sources: torch.Tensor, preserve_keys: torch.Tensor | None,
+                  lamb: float = 0.5, erase_scale: float = 1.0, preserve_scale: float = 1.0) -> torch.Tensor:
+    """T with `W_new = W_old · T` when every target is `W_old · source` (editors.md §1.2 identity).
+
+    `T = (λI + s_e Σ c_i* c_iᵀ + s_p Σ c_j c_jᵀ) · M⁻¹`, `M = mat2`. One T serves every module that
+    reads the same embeddings (all cross-attention maps of a UNet). Not valid when targets are not
+    linear in W_old (old debias, `tensor` technique) — and our FLUX targets are bias-free, so valid there too.
+    """
+    c, s = edit_keys.float(), edit_sources.float()
+    p = None if preserve_keys is None else preserve_keys.float()
+    d = c.shape[-1]
+    left = lamb * torch.eye(d, device=c.device) + erase_scale * s.T @ c
+    if p is not None and len(p):
+        left = left + preserve_scale * p.T @ p
+    return torch.linalg.solve(_right_matrix(c, p, lamb, erase_scale, preserve_scale), left, left=False)
+
+
+# ----------------------------------------------------------------------------------- edited maps
+@dataclass(frozen=True)
+class UCEModule:
+    """One linear map UCE edits: where it lives and which text embedding it reads."""
+
+    component: str  # "unet" | "transformer"
+    name: str  # module name in the component
+    space: str  # TOKENS | POOLED
+
+    @property
+    def weight_key(self) -> str:
+        return f"{self.name}.weight"
+
+
+def uce_modules(pipe) -> list[UCEModule]:
+    """The maps UCE edits on this pipeline's family (editors.md §1.3)."""
+    if model_family(pipe) == "flux":
+        names = dict(pipe.transformer.named_modules())
+        missing = [n for n in FLUX_MODULES if n not in names]
+        if missing:
+            raise ValueError(f"FLUX transformer lacks {missing}")
+        return [UCEModule("transformer", n, space) for n, space in FLUX_MODULES.items()]
+    return [UCEModule("unet", name, TOKENS) for name, module in pipe.unet.named_modules()
+            if "attn2" in name and name.endswith(("to_k", "to_v")) and isinstance(module, torch.nn.Linear)]
+
+
+def _module_weight(pipe, m: UCEModule) -> torch.Tensor:
+    return component(pipe, m.component).get_submodule(m.name).weight
+
+
+# ------------------------------------------------------------------------------ concept embeddings
+def _last_token_index(tokenizer, texts: Sequence[str], max_length: int) -> torch.Tensor:
+    """idx = attention_mask.sum() − 2: the concept's last sub-word, before the end token; '' gives 0 (§1.4)."""
+    mask = tokenizer(list(texts), padding="max_length", max_length=max_length, truncation=True,
+                     return_tensors="pt")["attention_mask"]
+    return mask.sum(-1) - 2
+
+
+def _flux_max_sequence_length(pipe, max_sequence_length: int | None) -> int:
+    # FLUX's pipeline defaults to 512 (upstream UCE uses 256 for schnell); the tiny test model's
+    # tokenizer_2 says 32. Sample with the same value: T5 runs without a mask, so padding matters.
+    return max_sequence_length or min(pipe.tokenizer_2.model_max_length, 512)
+
+
+def check_concepts_fit(pipe, texts: Sequence[str], max_sequence_length: int | None = None) -> None:
+    """`ValueError` if any text would be truncated by a tokenizer that feeds the edited maps."""
+    check_token_length(pipe.tokenizer, texts)
+    if model_family(pipe) == "sdxl":
+        check_token_length(pipe.tokenizer_2, texts)
+    elif model_family(pipe) == "flux":
+        check_token_length(pipe.tokenizer_2, texts, _flux_max_sequence_length(pipe, max_sequence_length))
+
+
+def concept_embeddings(pipe, texts: Sequence[str], mode: str = "last",
+                       max_sequence_length: int | None = None) -> dict[str, torch.Tensor]:
+    """Text embeddings c that the edited maps read, as fp32 `{space: tensor}` (editors.md §1.4).
+
+    - SD1.x: `encode_prompt(...)[0]` (last_hidden_state after the final LayerNorm); SDXL: the same
+      call gives the concatenation of both encoders' `hidden_states[-2]`. Space TOKENS.
+    - FLUX: TOKENS = T5 sequence embedding (`encode_prompt[0]`) for `context_embedder`,
+      POOLED = pooled CLIP (`encode_prompt[1]`) for `text_embedder.linear_1`.
+
+    `mode="last"` gives one n×d row per text, at `idx = attention_mask.sum() − 2`;
+    `mode="window"` (SD1.x/SDXL) gives the full n×L×d sequences for the old aligned windows.
+    """
+    encoders = [getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2")]
+    with torch.no_grad(), ExitStack() as stack:
+        for encoder in encoders:
+            if isinstance(encoder, torch.nn.Module):
+                stack.enter_context(eval_mode(encoder))  # dropout off (a config-built T5 has 0.1)
+        return _concept_embeddings(pipe, list(texts), mode, max_sequence_length)
+
+
+def _concept_embeddings(pipe, texts: list[str], mode: str, max_sequence_length: int | None) -> dict[str, torch.Tensor]:
+    family, device = model_family(pipe), execution_device(pipe)
+    if mode not in ("last", "window"):
+        raise ValueError(f"mode must be 'last' or 'window', got {mode!r}")
+    if family == "flux":
+        if mode == "window":
+            raise ValueError("token_mode='window' needs token sequences for every edited map; FLUX's pooled "
+                             "CLIP embedding has none: use 'last'")
+        msl = _flux_max_sequence_length(pipe, max_sequence_length)
+        seq, pooled, _ = pipe.encode_prompt(prompt=texts, prompt_2=None, device=device, num_images_per_prompt=1,
+                                            max_sequence_length=msl)
+        idx = _last_token_index(pipe.tokenizer_2, texts, msl).to(seq.device)
+        return {TOKENS: seq[torch.arange(len(texts), device=seq.device), idx].float(), POOLED: pooled.float()}
+    seq = pipe.encode_prompt(prompt=texts, device=device, num_images_per_prompt=1,
+                             do_classifier_free_guidance=False)[0].float()
+    if mode == "window":
+        return {TOKENS: seq}
+    idx = _last_token_index(pipe.tokenizer, texts, pipe.tokenizer.model_max_length).to(seq.device)
+    return {TOKENS: seq[torch.arange(len(texts), device=seq.device), idx]}
+
+
+def _window_pair(seq_old: torch.Tensor, i_o: int, seq_new: torch.Tensor, i_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Old UCE's aligned windows (§1.4 Old): E_old[i_o : L−(F−i_o)] ↔ E_new[i_n : L−(F−i_n)], F = max(i_o, i_n).
+
+    Both have L − F tokens and line up last sub-word ↔ last sub-word, EOS ↔ EOS, pad ↔ pad.
+    """
+    L, F_ = seq_old.shape[0], max(i_o, i_n)
+    n = L - F_
+    return seq_old[i_o:i_o + n], seq_new[i_n:i_n + n]
+
+
+# --------------------------------------------------------------------------------- shared solve
+@dataclass
+class _System:
+    """Per embedding space: edit keys c_i, sources s_i (targets v_i* = W_old s_i), preserve keys c_j."""
+
+    keys: torch.Tensor
+    sources: torch.Tensor
+    preserve: torch.Tensor | None
+
+
+def _solve_modules(pipe, systems: dict[str, _System], lamb: float, scale: float, preserve_scale: float) -> Delta:
+    """Solve every edited map; targets are bias-free: v* = F.linear(source, W_old) (see module docstring)."""
+    delta: Delta = {}
+    for m in uce_modules(pipe):
+        W_old = _module_weight(pipe, m)
+        sys_ = systems[m.space]
+        W32 = W_old.detach().float()
+        targets = F.linear(sys_.sources.to(W32.device), W32)
+        W_new = solve_uce(W32, sys_.keys, targets, sys_.preserve, lamb, scale, preserve_scale)
+        delta.setdefault(m.component, {})[m.weight_key] = new_tensor(W_new, W_old)
+    return delta
+
+
+# ------------------------------------------------------------------------------------------ erase
+def _expand(edits: list[str], guides: list[str], concept_type: str) -> tuple[list[str], list[str]]:
+    """expand_prompts: 5 templated copies of each edit concept, each paired with the concept's guide (§1.5).
+
+    Upstream's SD script zips edits with *preserve* concepts here and appends the copies to the
+    preserve set (a bug); we implement what its FLUX script and the documentation do.
+    """
+    templates = EXPAND_TEMPLATES[concept_type]
+    more_edits = [t.format(e) for e in edits for t in templates]
+    more_guides = [g for g in guides for _ in templates]
+    return edits + more_edits, guides + more_guides
+
+
+def _resolve_guides(edits: list[str], guides: str | Sequence[str] | None, concept_type: str) -> list[str]:
+    guides = [DEFAULT_GUIDE[concept_type]] if guides is None else split_concepts(guides)
+    if len(guides) == 1:
+        guides = guides * len(edits)  # one guide broadcasts to every edit concept
+    if len(guides) != len(edits):
+        raise ValueError(f"got {len(edits)} edit concepts but {len(guides)} guide concepts: give one guide, "
+                         f"or one per edit concept")
+    return guides
+
+
+def _erase_systems_last(pipe, edits, guides, preserves, max_sequence_length) -> dict[str, _System]:
+    texts = list(dict.fromkeys(edits + guides + preserves))  # each distinct text encoded once
+    emb = concept_embeddings(pipe, texts, "last", max_sequence_length)
+    row = {t: i for i, t in enumerate(texts)}
+
+    def rows(space, names):
+        return emb[space][[row[t] for t in names]]
+
+    return {space: _System(rows(space, edits), rows(space, guides), rows(space, preserves) if preserves else None)
+            for space in emb}
+
+
+def _erase_systems_window(pipe, edits, guides, preserves) -> dict[str, _System]:
+    """Old semantics: each (edit, guide) pair contributes its aligned windows; preserve texts all L tokens."""
+    guides = [g if g else " " for g in guides]  # the old scripts' unconditional guide is ' ' ([BOS, EOS])
+    texts = list(dict.fromkeys(edits + guides + preserves))
+    seq = concept_embeddings(pipe, texts, "window")[TOKENS]
+    idx = _last_token_index(pipe.tokenizer, texts, pipe.tokenizer.model_max_length).tolist()
+    row = {t: i for i, t in enumerate(texts)}
+    keys, sources = [], []
+    for e, g in zip(edits, guides):
+        k, s = _window_pair(seq[row[e]], idx[row[e]], seq[row[g]], idx[row[g]])
+        keys.append(k)
+        sources.append(s)
+    preserve = torch.cat([seq[row[p]] for p in preserves]) if preserves else None
+    return {TOKENS: _System(torch.cat(keys), torch.cat(sources), preserve)}
+
+
+def uce_erase(pipe, edit_concepts: str | Sequence[str], guide_concepts: str | Sequence[str] | None = None,
+              preserve_concepts: str | Sequence[str] = (), lamb: float = 0.5, erase_scale: float = 1.0,
+              preserve_scale: float = 1.0, expand_prompts: bool = False, concept_type: str = "object",
+              token_mode: str = "last", max_sequence_length: int | None = None) -> Delta:
+    """UCE erase / moderate (editors.md §1.5): map each edit concept onto its guide, keep preserve concepts.
+
+    Targets v_i* = W_old c_guide(i); preserve targets W_old c_j; closed form of `solve_uce`.
+    Guide default: 'art' for `concept_type='art'`, else '' (moderation = erase towards '' with no
+    preserve set). Concept lists may be `;`-separated strings. A preserve concept may be '' (the
+    unconditional embedding). `max_sequence_length` is FLUX's T5 length (see `concept_embeddings`).
+
+    Returns the delta `{"unet"|"transformer": {module + ".weight": W_new}}`; `pipe` is not modified.
+    """
+    if concept_type not in EXPAND_TEMPLATES:
+        raise ValueError(f"concept_type must be one of {sorted(EXPAND_TEMPLATES)}, got {concept_type!r}")
+    if token_mode not in ("last", "window"):
+        raise ValueError(f"token_mode must be 'last' or 'window', got {token_mode!r}")
+    edits = split_concepts(edit_concepts)
+    require_nonempty(edits, "edit_concepts")
+    guides = _resolve_guides(edits, guide_concepts, concept_type)
+    preserves = split_concepts(preserve_concepts)
+    if expand_prompts:
+        edits, guides = _expand(edits, guides, concept_type)
+    check_concepts_fit(pipe, edits + guides + preserves, max_sequence_length)
+    if token_mode == "window":
+        if model_family(pipe) == "flux":
+            raise ValueError("token_mode='window' is for SD1.x/SDXL UNets; FLUX supports only 'last'")
+        systems = _erase_systems_window(pipe, edits, guides, preserves)
+    else:
+        systems = _erase_systems_last(pipe, edits, guides, preserves, max_sequence_length)
+    return _solve_modules(pipe, systems, lamb, erase_scale, preserve_scale)
+
+
+# ----------------------------------------------------------------------------------------- debias
+Generate = Callable[[object, str], Sequence]  # (pipe with the current weights, concept) -> images
+Classify = Callable[[Sequence], Sequence[str]]  # images -> one attribute label per image
+
+
+def pipeline_generator(num_images_per_prompt: int = 10, num_inference_steps: int = 20,
+                       guidance_scale: float = 7.5, **call_kwargs) -> Generate:
+    """The upstream sampler as a `generate` callable: images of the bare concept (unseeded, as upstream)."""
+
+    def generate(pipe, concept: str):
+        return pipe(concept, num_images_per_prompt=num_images_per_prompt, num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale, **call_kwargs).images
+
+    return generate
+
+
+def attribute_ratios(labels: Sequence[str], attributes: Sequence[str]) -> list[float]:
+    """Fraction of images classified as each attribute (labels outside `attributes` count for none)."""
+    if not len(labels):
+        raise ValueError("the classifier returned no labels: generate must produce at least one image")
+    return [sum(1 for lab in labels if lab == a) / len(labels) for a in attributes]
+
+
+def _ratio_gap(ratios: Sequence[float], desired: Sequence[float], max_diff: float) -> tuple[list[float], bool]:
+    """d_j = r*_j − frac_j; converged if max d < max_diff and |min d| < max_diff, and then d = 0 (§1.6)."""
+    d = [r_star - r for r_star, r in zip(desired, ratios)]
+    converged = max(d) < max_diff and abs(min(d)) < max_diff
+    return ([0.0] * len(d) if converged else d), converged
+
+
+def _debias_systems(emb: dict[str, torch.Tensor], n_concepts: int, n_attrs: int, alpha: torch.Tensor,
+                    has_preserve: bool) -> dict[str, _System]:
+    """Sources c_e + Σ_j A_ej a_j (so v*_e = W0(c_e + Σ_j A_ej a_j)); rows are [concepts, attributes, preserve]."""
+    systems = {}
+    for space, e in emb.items():
+        c, a, p = e[:n_concepts], e[n_concepts:n_concepts + n_attrs], e[n_concepts + n_attrs:]
+        systems[space] = _System(c, c + alpha.to(a) @ a, p if has_preserve else None)
+    return systems
+
+
+def _debias_validate(concepts, attributes, desired_ratios, max_iterations) -> None:
+    require_nonempty(concepts, "concepts")
+    require_nonempty(attributes, "attributes")
+    if len(desired_ratios) != len(attributes):
+        raise ValueError(f"{len(attributes)} attributes {list(attributes)} but {len(desired_ratios)} desired ratios")
+    if max_iterations < 1:
+        raise ValueError(f"max_iterations must be at least 1, got {max_iterations}")
+
+
+def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[str] = ("male", "female"),
+               desired_ratios: Sequence[float] = (0.5, 0.5), *, classify: Classify, generate: Generate,
+               max_iterations: int = 30, max_diff: float = 0.05, lamb: float = 0.5, edit_scale: float = 1.0,
+               preserve_scale: float = 1.0, preserve_concepts: str | Sequence[str] = (),
+               max_sequence_length: int | None = None, progress: bool = True) -> tuple[Delta, list[dict]]:
+    """UCE debias, the new iterative procedure (editors.md §1.6), an integral controller of gain 1.
+
+    Iteration t: load the current weights; for each concept e, `images = generate(pipe, e)`,
+    `labels = classify(images)`, frac_j = share of label a_j; d_j = r*_j − frac_j (0 once within
+    `max_diff`); stop when every concept has converged; else A_e += d_e and re-solve from W0 with
+    targets v*_e = W0(c_e + Σ_j A_ej a_j) (a_j = embedding of attribute j) and preserve targets W0 c_p.
+
+    `generate(pipe, concept)` sees `pipe` holding the current weights (loaded temporarily; the
+    pipeline is restored on return); plug a toy oracle or CLIP in via `generate`/`classify`.
+    Returns `(delta, log)`: the last solved weights (`{}` if the model converged unedited) and one
+    dict per iteration with each concept's `ratios`, `diffs`, `converged` and the `alpha` measured.
+    """
+    concepts, attributes = split_concepts(concepts), split_concepts(attributes)
+    preserves = split_concepts(preserve_concepts)
+    _debias_validate(concepts, attributes, desired_ratios, max_iterations)
+    check_concepts_fit(pipe, concepts + attributes + preserves, max_sequence_length)
+    emb = concept_embeddings(pipe, concepts + attributes + preserves, "last", max_sequence_length)
+
+    alpha = torch.zeros(len(concepts), len(attributes))
+    delta: Delta = {}
+    log: list[dict] = []
+    for t in tqdm(range(max_iterations), desc="UCE debias", disable=not progress):
+        with delta_applied(pipe, delta):
+            ratios = [attribute_ratios(classify(generate(pipe, c)), attributes) for c in concepts]
+        gaps = [_ratio_gap(r, desired_ratios, max_diff) for r in ratios]
+        log.append(_log_entry(t, concepts, attributes, ratios, gaps, alpha))
+        if all(done for _, done in gaps):
+            break
+        alpha += torch.tensor([d for d, _ in gaps])  # A(t) = Σ_{s≤t} d(s)
+        systems = _debias_systems(emb, len(concepts), len(attributes), alpha, bool(preserves))
+        delta = _solve_modules(pipe, systems, lamb, edit_scale, preserve_scale)
+    return delta, log
+
+
+def _log_entry(t, concepts, attributes, ratios, gaps, alpha) -> dict:
+    return {
+        "iteration": t,
+        "ratios": {c: dict(zip(attributes, r)) for c, r in zip(concepts, ratios)},
+        "diffs": {c: dict(zip(attributes, d)) for c, (d, _) in zip(concepts, gaps)},
+        "converged": {c: done for c, (_, done) in zip(concepts, gaps)},
+        "alpha": {c: dict(zip(attributes, a.tolist())) for c, a in zip(concepts, alpha)},
+    }
