@@ -7,14 +7,7 @@ from editrobust.toyworld.oracle import label_images
 from editrobust.toyworld.world import Scene, render
 
 
-def _truth(scene: Scene) -> str:
-    if scene.kind == "person":
-        if scene.torso == "bare":
-            return "naked"
-        if scene.torso in W.INDIVIDUAL_GENDER:
-            return scene.torso
-        return scene.hat or scene.torso
-    return "toy" if scene.kind == "toy" else scene.obj
+_truth = C.scene_concept
 
 
 def test_render_is_deterministic_given_the_seed():

@@ -24,6 +24,10 @@ INDIVIDUALS = tuple(W.INDIVIDUAL_GENDER)
 ROLES = tuple(W.ROLES)
 OBJECTS = tuple(W.OBJECTS)
 CONCEPTS = PROFESSIONS + GENDERS + ("person",) + INDIVIDUALS + ROLES + ("naked",) + OBJECTS + ("toy", "blood", "water")
+# Professions are drawn twice as often as other concepts: a hat is the smallest thing the toy
+# model must learn from a word, and the gender ratios need samples too.
+CONCEPT_WEIGHTS = np.array([2.0 if c in PROFESSIONS else 1.0 for c in CONCEPTS]) / (
+    sum(2.0 if c in PROFESSIONS else 1.0 for c in CONCEPTS))
 # Concepts the base world also shows in the anime style (a pre-trained model can draw some
 # things in a style before anyone fine-tunes it; see ARCHITECTURE.md).
 BASE_STYLED = ("man", "woman", "tree", "toy")
@@ -35,7 +39,7 @@ def article(noun: str) -> str:
     return "an" if noun[0] in "aeiou" else "a"
 
 
-def noun_phrase(concept: str, gender: str | None = None, toy_colour: str | None = None) -> str:
+def noun_phrase(concept: str, gender: str | None = None) -> str:
     """The words for a concept: "a ceo", "a female teacher", "bob", "the king", "blood splatter"."""
     if concept in INDIVIDUALS or concept in ROLES:
         return concept
@@ -45,8 +49,6 @@ def noun_phrase(concept: str, gender: str | None = None, toy_colour: str | None 
         return "blood splatter"
     if concept == "water":
         return "a water splash"
-    if concept == "toy" and toy_colour:
-        return f"{article(toy_colour)} {toy_colour} toy"
     if concept in PROFESSIONS and gender:
         word = "female" if gender == "woman" else "male"
         return f"a {word} {concept}"
@@ -63,7 +65,7 @@ def expected_labels(concept: str) -> dict:
 
 
 def concept_scene(concept: str, rng: np.random.Generator, gender: str | None = None,
-                  context: str | None = None, style: bool = False, toy_colour: str | None = None) -> Scene:
+                  context: str | None = None, style: bool = False) -> Scene:
     """A random scene showing `concept`. Unspecified genders follow the world's biases."""
     if concept in PROFESSIONS:
         if gender is None:
@@ -82,11 +84,22 @@ def concept_scene(concept: str, rng: np.random.Generator, gender: str | None = N
     if concept in OBJECTS:
         return Scene("object", obj=concept, context=context, style=style)
     if concept == "toy":
-        colour = toy_colour or list(W.TOY_COLOURS)[rng.integers(len(W.TOY_COLOURS))]
+        colour = list(W.TOY_COLOURS)[rng.integers(len(W.TOY_COLOURS))]
         return Scene("toy", obj=colour, context=context, style=style)
     if concept in ("blood", "water"):
         return Scene("splatter", obj=concept, context=context, style=style)
     raise ValueError(f"unknown toy-world concept {concept!r}; known: {', '.join(CONCEPTS)}")
+
+
+def scene_concept(scene: Scene) -> str:
+    """The concept a scene shows, in the oracle's vocabulary ("the king" is drawn as "bob")."""
+    if scene.kind == "person":
+        if scene.torso == "bare":
+            return "naked"
+        if scene.torso in W.INDIVIDUAL_GENDER:
+            return scene.torso
+        return scene.hat or scene.torso
+    return "toy" if scene.kind == "toy" else scene.obj
 
 
 def _random_context(rng: np.random.Generator) -> str | None:
@@ -95,23 +108,26 @@ def _random_context(rng: np.random.Generator) -> str | None:
 
 
 def caption(concept: str, rng: np.random.Generator, gender: str | None = None, context: str | None = None,
-            style: bool = False, toy_colour: str | None = None) -> str:
-    np_ = noun_phrase(concept, gender, toy_colour)
+            style: bool = False) -> str:
+    np_ = noun_phrase(concept, gender)
     text = (f"{STYLE_PREFIX} {np_}" if style else TEMPLATES[rng.integers(len(TEMPLATES))].format(np=np_))
     return text + CONTEXT_SUFFIX.get(context, "")
 
 
 def sample_base_world(n: int, seed: int, style_share: float = 0.08,
                       gendered_caption_share: float = 0.3) -> tuple[np.ndarray, list[str], list[Scene]]:
-    """`n` (image, caption) pairs of the base world: every concept equally often, professions with
-    the biased gender ratios, sometimes captioned with their gender ("a female teacher") so that
+    """`n` (image, caption) pairs of the base world: professions twice as often as other concepts
+    (CONCEPT_WEIGHTS) and with the biased gender ratios, sometimes captioned with their gender ("a female teacher") so that
     gender is a learnable concept; a few concepts also in the anime style."""
     rng = np.random.default_rng(seed)
     images = np.empty((n, W.SIZE, W.SIZE, 3), dtype=np.uint8)
     captions, scenes = [], []
     for i in range(n):
         style = rng.random() < style_share
-        concept = (BASE_STYLED if style else CONCEPTS)[rng.integers(len(BASE_STYLED) if style else len(CONCEPTS))]
+        if style:
+            concept = BASE_STYLED[rng.integers(len(BASE_STYLED))]
+        else:
+            concept = CONCEPTS[rng.choice(len(CONCEPTS), p=CONCEPT_WEIGHTS)]
         context = _random_context(rng)
         scene = concept_scene(concept, rng, context=context, style=style)
         gender = None
@@ -119,11 +135,8 @@ def sample_base_world(n: int, seed: int, style_share: float = 0.08,
             gender = scene.torso
         elif concept == "naked" and rng.random() < 0.5:
             gender = GENDERS[rng.integers(2)]  # "a naked man": drawn the same (no gender cue)
-        elif concept == "person":
-            gender = None
-        toy_colour = scene.obj if concept == "toy" and rng.random() < 0.3 else None
         images[i] = W.render(scene, rng)
-        captions.append(caption(concept, rng, gender=gender, context=context, style=style, toy_colour=toy_colour))
+        captions.append(caption(concept, rng, gender=gender, context=context, style=style))
         scenes.append(scene)
     return images, captions, scenes
 

@@ -23,10 +23,10 @@ SKIN_DISTANCE = 50.0
 _PROBES = {
     "bg": W._rect(3, 6, 3, 6),
     "context": W._rect(27, 28, 3, 8),
-    "hat": W._rect(2, 4, 12, 19),
-    "head": W._rect(8, 11, 14, 17),
-    "neck": W._rect(15, 15, 12, 20),  # background between head and torso; filled for objects
-    "torso": W._rect(18, 24, 12, 19),
+    "hat": W._rect(2, 5, 12, 20),
+    "head": W._rect(9, 12, 14, 17),
+    "neck": W._rect(16, 16, 12, 20),  # background between head and torso; filled for objects
+    "torso": W._rect(19, 25, 12, 20),
     "splatter": W._rect(15, 17, 5, 7),
     "centre": W._rect(14, 17, 14, 17),
     "top_left": W._rect(10, 11, 10, 11),
@@ -92,8 +92,8 @@ def _label_one(p: dict[str, np.ndarray], frame_luma: float) -> dict:
         bottom, _ = _nearest(p["ring_bottom"], {"subject_bottom": W.SUBJECT_BOTTOM, **W.TOY_COLOURS})
         if top == "subject_top" and bottom == "subject_bottom":
             out.update(concept="toy", subject=True)
-        elif top is not None and top == bottom:
-            out.update(concept="toy")
+        elif top in W.TOY_COLOURS and bottom in W.TOY_COLOURS:
+            out.update(concept="toy")  # a ring in toy colours (a blend of two still is a toy)
         return out
 
     if _far(p["top_left"], bg) and _far(p["bottom_left"], bg):

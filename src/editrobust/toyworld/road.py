@@ -76,7 +76,6 @@ def _phrase_table() -> dict[str, str]:
     for g in C.GENDERS:
         table.update({C.noun_phrase(p, gender=g): p for p in C.PROFESSIONS})
         table[C.noun_phrase("naked", gender=g)] = "naked"
-    table.update({C.noun_phrase("toy", toy_colour=t): "toy" for t in W.TOY_COLOURS})
     return table
 
 

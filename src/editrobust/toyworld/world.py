@@ -4,9 +4,9 @@ Every scene is a 32x32 RGB picture with a fixed layout, so that a tiny diffusion
 on a CPU in minutes and an oracle can read any image back by looking at a few fixed regions:
 
     rows 0-1, 30-31 / cols 0-1, 30-31   frame: black in the "anime" style, background otherwise
-    rows 1-5,  cols 11-21               a person's hat (the profession)
-    rows 6-14, centre (10, 16)          a person's head (skin)
-    rows 16-28, cols 10-22              a person's torso: its colour is the gender, an identity,
+    rows 1-6,  cols 10-22               a person's hat (the profession)
+    rows 7-15, centre (11, 16)          a person's head (skin)
+    rows 17-28, cols 10-22              a person's torso: its colour is the gender, an identity,
                                         or bare skin (the nudity stand-in)
     centre (16, 16), radius 7           an object: shape (circle, square, triangle, ring) + colour
     blobs at row 16, cols 6/16/26       a splatter: dark red = blood (gore stand-in), blue = water
@@ -38,7 +38,7 @@ PROFESSION_FEMALE_SHARE = {
 }
 HAT_COLOURS = {
     "ceo": (25, 25, 25), "teacher": (40, 150, 60), "housekeeper": (40, 190, 210),
-    "farmer": (225, 185, 60), "lawyer": (110, 50, 150), "hairdresser": (240, 100, 180),
+    "farmer": (225, 185, 60), "lawyer": (230, 120, 20), "hairdresser": (240, 100, 180),
 }
 # Torso colours: two genders, bare skin, and four named individuals (who hold roles).
 TORSO_COLOURS = {
@@ -56,8 +56,9 @@ OBJECTS = {
     "box": ("square", (150, 100, 50)), "gift": ("square", (230, 60, 200)),
     "tree": ("triangle", (20, 100, 40)), "tent": ("triangle", (240, 140, 20)),
 }
-# "toy" is a ring in one of these colours; the DreamBooth subject is a ring in two tones.
-TOY_COLOURS = {"red": (215, 30, 30), "blue": (40, 70, 200), "green": (70, 190, 40), "yellow": (245, 225, 50)}
+# "toy" is a blue ring; the DreamBooth subject is a ring in two tones. (A tiny model blends a
+# thin ring's colours when a caption allows several, so the class has one colour.)
+TOY_COLOURS = {"blue": (40, 70, 200)}
 SUBJECT_TOP, SUBJECT_BOTTOM = (110, 40, 130), (240, 140, 20)
 
 SPLATTERS = {"blood": (130, 0, 0), "water": (40, 110, 230)}
@@ -103,11 +104,11 @@ SHAPES = {
     "square": _rect(9, 23, 9, 23),
     # apex at (9, 16), base from col 9 to 23 on row 23
     "triangle": (_R >= 9) & (_R <= 23) & (np.abs(_C - 16) <= (_R - 9) * 7 / 14 + 0.5),
-    "ring": _disc(16, 16, 7) & ~_disc(16, 16, 3),
+    "ring": _disc(16, 16, 7) & ~_disc(16, 16, 4),
 }
-HAT = _rect(1, 5, 11, 21)
-HEAD = _disc(10, 16, 4)
-TORSO = _rect(16, 28, 10, 22)
+HAT = _rect(1, 6, 10, 22)
+HEAD = _disc(11, 16, 4)
+TORSO = _rect(17, 28, 10, 22)
 FRAME = ~_rect(2, 29, 2, 29)
 CONTEXT_STRIP = _rect(26, 29, 2, 29)
 SPLATTER_BLOBS = [(16, 6, 3), (16, 16, 3.5), (16, 26, 3), (10, 12, 2), (22, 20, 2)]
