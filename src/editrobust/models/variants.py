@@ -1,0 +1,137 @@
+"""Model variants on disk: a directory with `variant.json` and (for derived variants) only a delta.
+
+`variant.json` records the variant's parent, kind, method and full parameters, library versions
+and the sha256 of every file it owns. A base variant either holds a diffusers pipeline (the toy
+model) or points to one (a local directory given with `path:`). Loading walks the parent chain:
+base weights first, then each delta.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+VARIANT_FILE = "variant.json"
+
+
+def library_versions() -> dict[str, str]:
+    names = ["editrobust", "torch", "diffusers", "transformers", "peft", "safetensors", "numpy"]
+    out = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = importlib.metadata.version(n)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_checksums(root: Path) -> dict[str, str]:
+    root = Path(root)
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != VARIANT_FILE and not p.name.startswith(".")}
+
+
+def read_variant(variant_dir: str | Path) -> dict:
+    path = Path(variant_dir) / VARIANT_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"not a model variant (no {VARIANT_FILE}): {variant_dir}") from None
+
+
+def check_local_pipeline_dir(path: str | Path) -> Path:
+    """A user-supplied diffusers directory: must exist, have model_index.json and safetensors weights."""
+    path = Path(path).expanduser().resolve()
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(f"models.path: {path} is not a diffusers pipeline directory "
+                                "(no model_index.json)")
+    bins = [p for p in path.rglob("*.bin")] + [p for p in path.rglob("*.ckpt")] + [p for p in path.rglob("*.pt")]
+    if bins and not list(path.rglob("*.safetensors")):
+        raise ValueError(f"{path}: weights are not in safetensors format ({bins[0].name}); convert them first: "
+                         "only safetensors are loaded, since pickled checkpoints can run code")
+    return path
+
+
+def pipeline_dir(variant_dir: str | Path) -> Path:
+    """Where the base pipeline's files are for a base variant."""
+    variant_dir = Path(variant_dir)
+    info = read_variant(variant_dir)
+    if info["kind"] != "base":
+        raise ValueError(f"{variant_dir} is a {info['kind']} variant, not a base model")
+    src = info.get("source", {})
+    return Path(src["path"]) if src.get("type") == "path" else variant_dir
+
+
+def write_delta_variant(out_dir: str | Path, delta: dict, info: dict) -> dict:
+    """Write a derived variant atomically: one `<component>.safetensors` per changed component
+    (only the changed tensors) and `variant.json` (given `info` plus versions and checksums)."""
+    from safetensors.torch import save_file
+
+    from editrobust.io import atomic_dir, write_json
+
+    with atomic_dir(out_dir) as tmp:
+        for component, tensors in delta.items():
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{component}.safetensors"))
+        info = dict(info, components=sorted(delta), versions=library_versions(), checksums=file_checksums(tmp))
+        write_json(tmp / VARIANT_FILE, info)
+    return info
+
+
+def read_delta(variant_dir: str | Path) -> dict:
+    from safetensors.torch import load_file
+
+    variant_dir = Path(variant_dir)
+    info = read_variant(variant_dir)
+    return {c: load_file(variant_dir / f"{c}.safetensors") for c in info["components"]}
+
+
+def variant_chain(variant_dir: str | Path) -> list[Path]:
+    """The directories from the base to this variant (parents are siblings: `<model>/<parent>`)."""
+    chain = [Path(variant_dir)]
+    while (parent := read_variant(chain[-1]).get("parent")) is not None:
+        chain.append(chain[-1].parent / parent)
+    return chain[::-1]
+
+
+def load_pipeline(variant_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+    """Load a variant as a ready-to-sample pipeline: the base pipeline (safetensors only, no remote
+    code), then each delta along the chain base -> ... -> variant."""
+    from editrobust.editors.common import apply_delta
+
+    chain = variant_chain(variant_dir)
+    pipe = _load_base(chain[0], dtype)
+    for derived in chain[1:]:
+        apply_delta(pipe, read_delta(derived))
+    return pipe.to(device)
+
+
+def _load_base(variant_dir: Path, dtype: torch.dtype | None):
+    import transformers
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    # Loading bars per component would drown the job logs.
+    diffusers_logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+    kwargs = dict(use_safetensors=True, local_files_only=True)
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype
+    pipe = DiffusionPipeline.from_pretrained(pipeline_dir(variant_dir), **kwargs)
+    if hasattr(pipe, "safety_checker"):
+        pipe.safety_checker = None  # scorers judge safety themselves; never black out images
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

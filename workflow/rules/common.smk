@@ -1,0 +1,97 @@
+# Helpers shared by the rules: config validation and the config slices rules take as params.
+from pathlib import Path
+
+from editrobust.config import ConfigError, canonical, validate_config
+
+try:
+    config.update(validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
+NAME = "[A-Za-z0-9][A-Za-z0-9_]*"
+
+
+wildcard_constraints:
+    model=NAME,
+    promptset=NAME,
+    scorer=NAME,
+    editor=NAME,
+    layer="[0-9]+",
+    corpus=NAME,
+    variant="[A-Za-z0-9][A-Za-z0-9_.+@-]*",
+
+
+def model_slice(wildcards):
+    """Only this model's entry: editing another model's entry re-runs nothing here."""
+    return canonical(config["models"][wildcards.model])
+
+
+def sampling_slice(wildcards):
+    return canonical(
+        {
+            "sampling": config["models"][wildcards.model].get("sampling", {}),
+            "device": config["device"],
+        }
+    )
+
+
+def promptset_slice(wildcards):
+    return canonical(config["promptsets"][wildcards.promptset])
+
+
+def scorer_slice(wildcards):
+    return canonical(config["scorers"][wildcards.scorer])
+
+
+def promptset_inputs(wildcards):
+    """A CSV promptset's file (or a RoAD file) is an input, so editing it re-runs its samples."""
+    entry = config["promptsets"][wildcards.promptset]
+    if entry["source"] == "csv":
+        return [entry["path"]]
+    if entry["source"] == "road" and entry["road"]["file"] != "toy":
+        return [entry["road"]["file"]]
+    return []
+
+
+def all_targets():
+    out = []
+    for ev in config["evaluations"]:
+        for variant in ev["variants"]:
+            for scorer in ev["scorers"]:
+                out.append(
+                    f"results/summaries/{ev['model']}/{variant}/{ev['promptset']}/{scorer}.csv"
+                )
+    return out
+
+
+def editor_slice(wildcards):
+    return canonical(config["editors"][wildcards.editor])
+
+
+def variant_chain_inputs(wildcards):
+    """Every variant.json a variant is composed from (base first): loading needs them all."""
+    out = [f"results/models/{wildcards.model}/base/variant.json"]
+    if wildcards.variant != "base":
+        out.append(f"results/models/{wildcards.model}/{wildcards.variant}/variant.json")
+    return out
+
+
+def refact_statistic_path(model, editor):
+    entry = config["editors"][editor]
+    corpus = entry.get("statistics", "toy_captions")
+    return f"results/stats/{model}/fc2_second_moment_L{entry['layer']}_{corpus}.safetensors"
+
+
+def edit_inputs(wildcards):
+    """The base model; ReFACT also its cached fc2 statistic and a RoAD file given by path."""
+    entry = config["editors"][wildcards.editor]
+    out = {"base": f"results/models/{wildcards.model}/base/variant.json"}
+    if entry["method"] == "refact":
+        out["stats"] = refact_statistic_path(wildcards.model, wildcards.editor)
+        if entry["road"]["file"] != "toy":
+            out["road"] = entry["road"]["file"]
+    return out
+
+
+def sampling_settings_slice(wildcards):
+    return canonical(config["models"][wildcards.model].get("sampling", {}))

@@ -1,0 +1,17 @@
+# Base models: train the toy model, or register a local diffusers directory.
+
+
+rule prepare_base_model:
+    output:
+        "results/models/{model}/base/variant.json",
+    params:
+        model=model_slice,
+    log:
+        "logs/prepare_base_model/{model}.log",
+    benchmark:
+        "benchmarks/rules/prepare_base_model/{model}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    script:
+        "../scripts/prepare_base_model.py"

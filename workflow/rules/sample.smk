@@ -1,0 +1,21 @@
+# Sampling: (model variant, promptset) -> PNGs + index.csv, one generator per (prompt, seed).
+
+
+rule sample_promptset:
+    input:
+        model=variant_chain_inputs,
+        promptset="results/promptsets/{promptset}.csv",
+    output:
+        "results/samples/{model}/{variant}/{promptset}/index.csv",
+    params:
+        sampling=sampling_slice,
+        promptset=promptset_slice,
+    log:
+        "logs/sample_promptset/{model}/{variant}/{promptset}.log",
+    benchmark:
+        "benchmarks/rules/sample_promptset/{model}/{variant}/{promptset}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    script:
+        "../scripts/sample_promptset.py"

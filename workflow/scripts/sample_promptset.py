@@ -1,0 +1,13 @@
+from pathlib import Path
+
+from editrobust.runtime import param_json, setup_job
+from editrobust.sampling_jobs import sample_promptset
+
+setup_job(snakemake)
+sample_promptset(
+    variant_dir=Path(snakemake.input.model[-1]).parent,
+    promptset_csv=snakemake.input.promptset,
+    promptset=param_json(snakemake, "promptset"),
+    sampling=param_json(snakemake, "sampling"),
+    out_dir=Path(snakemake.output[0]).parent,
+)
