@@ -1,0 +1,132 @@
+"""The edit stage: M_ed = E(M, ψ) for one configured editor, stored as a delta variant.
+
+An `editors.<name>` config entry names a `method` (a key of `editrobust.editors.EDITORS`) and its
+parameters; this module turns the entry into the editor's call (the toy oracle as the debias
+classifier, the cached fc2 statistic for ReFACT, the RoAD row for the edit texts) and writes
+`results/models/<model>/ed-<name>/` with only the changed tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from editrobust.editors import refact_edit_pipeline, uce_debias, uce_erase
+from editrobust.models.variants import load_pipeline, write_delta_variant
+from editrobust.sampling import SamplingSettings, generate
+
+log = logging.getLogger(__name__)
+
+UCE_ERASE_KEYS = ("edit_concepts", "guide_concepts", "preserve_concepts", "lamb", "erase_scale", "preserve_scale",
+                  "expand_prompts", "concept_type", "token_mode")
+UCE_DEBIAS_KEYS = ("concepts", "attributes", "desired_ratios", "max_iterations", "max_diff", "lamb", "edit_scale",
+                   "preserve_scale", "preserve_concepts")
+REFACT_KEYS = ("position", "v_lr", "v_max_grad_steps", "v_prob_threshold", "v_weight_decay", "clamp_norm_factor",
+               "seed")
+# The toy oracle's gender words -> UCE's attribute words.
+ORACLE_GENDER = {"man": "male", "woman": "female"}
+
+
+def _pick(entry: dict, keys) -> dict:
+    return {k: entry[k] for k in keys if k in entry}
+
+
+def toy_oracle_classifier(images) -> list[str | None]:
+    from editrobust.toyworld.oracle import label_images
+
+    return [ORACLE_GENDER.get(lab["gender"]) for lab in label_images(images)]
+
+
+def debias_generator(entry: dict, sampling: SamplingSettings):
+    """`generate(pipe, concept)` for the debias loop: a fixed set of seeds per iteration, so the
+    loop is reproducible (UCE's script samples unseeded)."""
+    n = entry.get("images_per_iteration", 16)
+    template = entry.get("prompt_template", "{}")
+    counter = {"calls": 0}
+
+    def gen(pipe, concept):
+        counter["calls"] += 1
+        first = 10_000 + 1_000 * counter["calls"]  # disjoint from evaluation seeds
+        return generate(pipe, [template.format(concept)] * n, list(range(first, first + n)), sampling, progress=False)
+
+    return gen
+
+
+def run_edit(base_dir: str | Path, editor: str, entry: dict, out_dir: str | Path, *, sampling: dict | None = None,
+             road_row: dict | None = None, stats: str | Path | None = None, device: str = "cpu") -> dict:
+    """Apply editor `editor` (config `entry`) to the model in `base_dir`; write the delta variant."""
+    pipe = load_pipeline(base_dir, device=device)
+    method = entry["method"]
+    info: dict = {}
+    if method == "uce_erase":
+        delta = uce_erase(pipe, **_pick(entry, UCE_ERASE_KEYS))
+    elif method == "uce_debias":
+        if entry.get("classifier", "oracle") != "oracle":
+            raise ValueError(f"editors.{editor}.classifier: only the toy 'oracle' is available in this version")
+        delta, iterations = uce_debias(pipe, classify=toy_oracle_classifier,
+                                       generate=debias_generator(entry, SamplingSettings.from_dict(sampling)),
+                                       **_pick(entry, UCE_DEBIAS_KEYS))
+        for it in iterations:
+            log.info("debias iteration %d: %s", it["iteration"],
+                     {c: round(r.get("female", 0.0), 3) for c, r in it["ratios"].items()})
+        info["iterations"] = iterations
+    elif method == "refact":
+        if road_row is None or stats is None:
+            raise ValueError(f"editors.{editor}: ReFACT needs its RoAD row and the fc2 statistic")
+        from safetensors.torch import load_file
+
+        C = load_file(str(stats))["C"]
+        delta, per_component = refact_edit_pipeline(pipe, road_row["prompt"], road_row["old"], road_row["new"],
+                                                    entry["layer"], C, **_pick(entry, REFACT_KEYS))
+        info["refact"] = {c: {k: v for k, v in i.items() if k != "vectors"} for c, i in per_component.items()}
+        info["road_row"] = road_row
+        log.info("ReFACT %r: %r -> %r: %s", road_row["prompt"], road_row["old"], road_row["new"], info["refact"])
+    else:
+        raise ValueError(f"editors.{editor}.method: unknown method {method!r}")
+    if not delta:
+        log.warning("editor %s changed nothing (the model already met the target)", editor)
+    n_params = sum(t.numel() for tensors in delta.values() for t in tensors.values())
+    log.info("%s changed %d tensors, %d parameters", editor, sum(len(t) for t in delta.values()), n_params)
+    return write_delta_variant(out_dir, delta, dict(name=f"ed-{editor}", kind="edit", parent="base", method=method,
+                                                    params=entry, result=info))
+
+
+def compute_fc2_statistic(base_dir: str | Path, layer: int, texts: list[str], out_path: str | Path,
+                          device: str = "cpu") -> None:
+    """ReFACT's uncentred second moment C of the fc2 inputs of `layer`, cached as safetensors."""
+    from safetensors.torch import save_file
+
+    from editrobust.editors import second_moment
+    from editrobust.io import atomic_path
+
+    pipe = load_pipeline(base_dir, device=device)
+    C = second_moment(pipe.text_encoder, pipe.tokenizer, layer, texts)
+    with atomic_path(out_path) as tmp:
+        save_file({"C": C.float().contiguous().cpu(), "n_texts": torch.tensor(len(texts))}, str(tmp))
+
+
+def statistics_corpus(name: str) -> list[str]:
+    """Texts for ReFACT's fc2 statistic. `toy_captions`: 20,000 captions of the toy base world
+    (the toy's stand-in for WikiText-103 lines)."""
+    if name == "toy_captions":
+        from editrobust.toyworld.captions import sample_base_world
+
+        return sample_base_world(20_000, seed=12345)[1]
+    raise ValueError(f"unknown statistics corpus {name!r}; known: toy_captions")
+
+
+def resolve_road_row(spec: dict) -> dict:
+    """The RoAD row a config entry points at ({file, type, index}) as {prompt, old, new, type}."""
+    from editrobust.data.road import read_road, select_rows
+
+    if spec["file"] == "toy":
+        from editrobust.toyworld.road import toy_road_frame
+
+        df = toy_road_frame()
+        df = df.apply(lambda col: col.str.lower())  # as read_road does for files
+    else:
+        df = read_road(spec["file"])
+    row = select_rows(df, type=spec["type"], indices=[spec["index"]]).iloc[0]
+    return {"type": row["Type"], "prompt": row["Prompt"], "old": row["Old"], "new": row["New"]}
