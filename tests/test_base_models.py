@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from editrobust.models.base import prepare_base_model
 from editrobust.models.variants import load_pipeline, read_variant
@@ -27,14 +28,18 @@ def test_missing_or_pickled_local_models_are_rejected(tiny_sd1, tmp_path):
     with pytest.raises(FileNotFoundError, match="no model_index.json"):
         prepare_base_model("mine", {"kind": "path", "path": str(tmp_path / "nothing")}, tmp_path / "o")
     src = tmp_path / "pickled"
-    tiny_sd1.save_pretrained(src, safe_serialization=False)
-    with pytest.raises(ValueError, match="not in safetensors format"):
+    tiny_sd1.save_pretrained(src, safe_serialization=True)
+    unet_weights = src / "unet" / "diffusion_pytorch_model.safetensors"
+    unet_weights.unlink()
+    torch.save(tiny_sd1.unet.state_dict(), src / "unet" / "diffusion_pytorch_model.bin")
+    with pytest.raises(ValueError, match="unet: weights are not in safetensors format"):
         prepare_base_model("mine", {"kind": "path", "path": str(src)}, tmp_path / "o2")
     assert not (tmp_path / "o2").exists()
 
 
 def test_tiny_toy_training_writes_a_standard_pipeline(tmp_path):
     entry = {"kind": "toy", "toy": {"dataset_size": 64, "vae_steps": 2, "vae_batch": 4, "steps": 2, "batch": 4,
+                                    "text_pretrain_steps": 2,
                                     "eval_images_per_concept": 1,
                                     "sizes": {"vae_channels": [8, 8, 8], "unet_channels": [16, 16],
                                               "norm_num_groups": 8, "unet_head_dim": 4, "text_hidden": 32,
@@ -52,10 +57,18 @@ def test_tiny_toy_training_writes_a_standard_pipeline(tmp_path):
     assert pipe.vae.config.scaling_factor != 0.18215  # measured on the toy latents
 
 
-def test_nan_loss_stops_training_with_a_clear_error():
+def test_nan_loss_stops_training_with_a_clear_error(monkeypatch):
+    from editrobust.models import toy
     from editrobust.models.toy import ToyTrainingConfig, train_toy_pipeline
 
-    cfg = ToyTrainingConfig.from_dict({"dataset_size": 32, "vae_steps": 3, "vae_batch": 4, "vae_lr": float("nan"),
+    def poisoned(images):
+        x = images_to_tensor(images)
+        x[0, 0, 0, 0] = float("nan")
+        return x
+
+    images_to_tensor = toy.images_to_tensor
+    monkeypatch.setattr(toy, "images_to_tensor", poisoned)
+    cfg = ToyTrainingConfig.from_dict({"dataset_size": 4, "vae_steps": 3, "vae_batch": 4, "text_pretrain_steps": 0,
                                        "steps": 1, "batch": 4,
                                        "sizes": {"vae_channels": [8, 8, 8], "unet_channels": [16, 16],
                                                  "norm_num_groups": 8, "unet_head_dim": 4, "text_hidden": 32,

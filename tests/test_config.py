@@ -19,6 +19,7 @@ def _err(cfg) -> str:
 
 
 def test_shipped_configs_are_valid(cfg):
+    del cfg["evaluations"][0]["variants"]
     out = validate_config(cfg, SCHEMA)
     assert out["device"] == "auto" and out["evaluations"][0]["variants"] == ["base"]
     validate_config(load_yaml(REPO / "tests" / "configs" / "nano.yaml"), SCHEMA)
@@ -58,10 +59,25 @@ def test_unknown_promptset_and_scorer_referenced(cfg):
     assert "evaluations[1].scorers[1]: unknown scorer 'clipp'" in msg
 
 
+def test_edited_variant_needs_its_editor(cfg):
+    cfg["evaluations"][0]["variants"] = ["base", "ed-nope"]
+    assert "evaluations[0].variants[1]: 'ed-nope' needs an editor 'nope'" in _err(cfg)
+
+
+def test_unknown_editor_method_and_key(cfg):
+    cfg["editors"]["erase_unsafe"]["erase_scal"] = 2
+    cfg["editors"]["debias"]["method"] = "uce_debiass"
+    msg = _err(cfg)
+    assert "editors.erase_unsafe.erase_scal: unknown key" in msg
+    assert "editors.debias.method: 'uce_debiass' is not one of" in msg
+
+
 def test_oracle_needs_a_toy_model(cfg):
     cfg["models"]["mine"] = {"kind": "path", "path": "/somewhere"}
     cfg["evaluations"][0]["model"] = "mine"
-    assert "is the toy-world oracle; model 'mine' is not a toy model" in _err(cfg)
+    msg = _err(cfg)
+    assert "is the toy-world oracle; model 'mine' is not a toy model" in msg
+    assert "editors.debias.classifier: the oracle classifier needs a toy model" in msg
 
 
 def test_path_model_needs_a_path(cfg):

@@ -58,10 +58,11 @@ def check_local_pipeline_dir(path: str | Path) -> Path:
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(f"models.path: {path} is not a diffusers pipeline directory "
                                 "(no model_index.json)")
-    bins = [p for p in path.rglob("*.bin")] + [p for p in path.rglob("*.ckpt")] + [p for p in path.rglob("*.pt")]
-    if bins and not list(path.rglob("*.safetensors")):
-        raise ValueError(f"{path}: weights are not in safetensors format ({bins[0].name}); convert them first: "
-                         "only safetensors are loaded, since pickled checkpoints can run code")
+    for component in sorted(p for p in path.iterdir() if p.is_dir()):
+        pickled = [p for ext in ("*.bin", "*.ckpt", "*.pt", "*.pth") for p in component.glob(ext)]
+        if pickled and not list(component.glob("*.safetensors")):
+            raise ValueError(f"{path}: {component.name}: weights are not in safetensors format ({pickled[0].name}); "
+                             "convert them first: only safetensors are loaded, since pickled checkpoints can run code")
     return path
 
 
