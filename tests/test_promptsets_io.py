@@ -59,6 +59,11 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
     with atomic_dir(target) as tmp:
         write_csv(tmp / "index.csv", pd.DataFrame({"a": [1]}))
     assert (target / "index.csv").exists() and len(os.listdir(tmp_path)) == 1
+    # outputs get ordinary (umask) permissions, not mkstemp's private ones
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target / "index.csv").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert target.stat().st_mode & 0o777 == 0o777 & ~mask
 
 
 def test_corrupt_image_error_names_the_file(tmp_path):
