@@ -246,6 +246,17 @@ def test_uce_debias_converges_with_a_fake_world(sd1):
     assert set(delta["unet"]) == {m.weight_key for m in uce_modules(sd1)}
 
 
+def test_uce_debias_gain_and_only_measured_weights(sd1):
+    world = FakeWorld(sd1, {"doctor": 0.8})
+    _, log = uce_debias(sd1, ["doctor"], classify=world.classify, generate=world.generate, gain=0.5,
+                        max_iterations=2, progress=False)
+    assert log[1]["alpha"]["doctor"]["male"] == pytest.approx(0.5 * (0.5 - 0.8))
+    # one iteration: the only measured weights are the original ones, so nothing is returned
+    delta, log = uce_debias(sd1, ["doctor"], classify=world.classify, generate=world.generate,
+                            max_iterations=1, progress=False)
+    assert delta == {} and log[0]["selected"]
+
+
 def test_uce_debias_already_fair_returns_empty_delta(sd1):
     world = FakeWorld(sd1, {"doctor": 0.5})
     delta, log = run_editor("uce_debias", sd1, concepts=["doctor"], classify=world.classify,

@@ -356,8 +356,14 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
                desired_ratios: Sequence[float] = (0.5, 0.5), *, classify: Classify, generate: Generate,
                max_iterations: int = 30, max_diff: float = 0.05, lamb: float = 0.5, edit_scale: float = 1.0,
                preserve_scale: float = 1.0, preserve_concepts: str | Sequence[str] = (),
-               max_sequence_length: int | None = None, progress: bool = True) -> tuple[Delta, list[dict]]:
-    """UCE debias, the new iterative procedure (editors.md §1.6), an integral controller of gain 1.
+               max_sequence_length: int | None = None, progress: bool = True,
+               gain: float = 1.0) -> tuple[Delta, list[dict]]:
+    """UCE debias, the new iterative procedure (editors.md §1.6), an integral controller.
+
+    `gain` scales each update, A += gain·d. UCE's code uses 1; a steep model (the toy) overshoots
+    and oscillates with it, so the toy config damps it. The weights returned are those of the
+    best *measured* iteration (smallest worst-case gap), never an unmeasured last solve: the log
+    entry of that iteration has `selected: True`.
 
     Iteration t: load the current weights; for each concept e, `images = generate(pipe, e)`,
     `labels = classify(images)`, frac_j = share of label a_j; d_j = r*_j − frac_j (0 once within
@@ -378,17 +384,22 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
     alpha = torch.zeros(len(concepts), len(attributes))
     delta: Delta = {}
     log: list[dict] = []
+    best = (float("inf"), delta, 0)  # (worst gap, weights, iteration)
     for t in tqdm(range(max_iterations), desc="UCE debias", disable=not progress):
         with delta_applied(pipe, delta):
             ratios = [attribute_ratios(classify(generate(pipe, c)), attributes) for c in concepts]
         gaps = [_ratio_gap(r, desired_ratios, max_diff) for r in ratios]
         log.append(_log_entry(t, concepts, attributes, ratios, gaps, alpha))
+        worst = max(abs(r_star - x) for r in ratios for r_star, x in zip(desired_ratios, r))
+        if worst < best[0]:
+            best = (worst, delta, t)
         if all(done for _, done in gaps):
             break
-        alpha += torch.tensor([d for d, _ in gaps])  # A(t) = Σ_{s≤t} d(s)
+        alpha += gain * torch.tensor([d for d, _ in gaps])  # A(t) = gain · Σ_{s≤t} d(s)
         systems = _debias_systems(emb, len(concepts), len(attributes), alpha, bool(preserves))
         delta = _solve_modules(pipe, systems, lamb, edit_scale, preserve_scale)
-    return delta, log
+    log[best[2]]["selected"] = True
+    return best[1], log
 
 
 def _log_entry(t, concepts, attributes, ratios, gaps, alpha) -> dict:
