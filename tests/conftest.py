@@ -2,9 +2,22 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+# SD1Sizes of the tiny random SD1.x models the tests build.
+TINY_SIZES = dict(vae_channels=[8, 8, 8], unet_channels=[16, 16], norm_num_groups=8, unet_head_dim=4,
+                  text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    # Tiny ops are dominated by thread start-up; on a busy machine 2 threads are ~100x slower than 1.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +36,4 @@ def tiny_sd1():
     """A tiny random SD1.x pipeline (real module names), shared by the tests that only read it."""
     from editrobust.models.builders import build_sd1_pipeline
 
-    sizes = dict(vae_channels=[8, 8, 8], unet_channels=[16, 16], norm_num_groups=8, unet_head_dim=4,
-                 text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64)
-    return build_sd1_pipeline(sizes, seed=0)
+    return build_sd1_pipeline(TINY_SIZES, seed=0)

@@ -8,6 +8,8 @@ from editrobust.models.base import prepare_base_model
 from editrobust.models.variants import load_pipeline, read_variant
 from editrobust.sampling import SamplingSettings, generate
 
+from conftest import TINY_SIZES
+
 
 def test_local_diffusers_directory_is_registered_not_copied(tiny_sd1, tmp_path):
     src = tmp_path / "my_checkpoint"
@@ -41,9 +43,7 @@ def test_tiny_toy_training_writes_a_standard_pipeline(tmp_path):
     entry = {"kind": "toy", "toy": {"dataset_size": 64, "vae_steps": 2, "vae_batch": 4, "steps": 2, "batch": 4,
                                     "text_pretrain_steps": 2,
                                     "eval_images_per_concept": 1,
-                                    "sizes": {"vae_channels": [8, 8, 8], "unet_channels": [16, 16],
-                                              "norm_num_groups": 8, "unet_head_dim": 4, "text_hidden": 32,
-                                              "text_layers": 2, "text_heads": 2, "text_intermediate": 64}},
+                                    "sizes": TINY_SIZES},
              "sampling": {"steps": 2}}
     out = tmp_path / "base"
     prepare_base_model("toy", entry, out)
@@ -70,9 +70,7 @@ def test_nan_loss_stops_training_with_a_clear_error(monkeypatch):
     monkeypatch.setattr(toy, "images_to_tensor", poisoned)
     cfg = ToyTrainingConfig.from_dict({"dataset_size": 4, "vae_steps": 3, "vae_batch": 4, "text_pretrain_steps": 0,
                                        "steps": 1, "batch": 4,
-                                       "sizes": {"vae_channels": [8, 8, 8], "unet_channels": [16, 16],
-                                                 "norm_num_groups": 8, "unet_head_dim": 4, "text_hidden": 32,
-                                                 "text_layers": 2, "text_heads": 2, "text_intermediate": 64}})
+                                       "sizes": TINY_SIZES})
     with pytest.raises(FloatingPointError, match="toy VAE: loss became nan"):
         train_toy_pipeline(cfg)
 

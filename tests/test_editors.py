@@ -21,13 +21,7 @@ EDITS, GUIDE, PRESERVE = ["a cat", "dog"], "", ["a tree", "car"]
 STRONG = dict(lamb=0.5, erase_scale=1e4, preserve_scale=1e4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny ops are dominated by thread start-up; on a busy machine 2 threads are ~100x slower than 1.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,7 @@ from editrobust.models.tiny import (FLUX_CLIP_HIDDEN, FLUX_T5_HIDDEN, SDXL_TE1_H
                                     build_tiny_flux_pipeline, build_tiny_sdxl_pipeline)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny ops are dominated by thread start-up; on a busy machine 2 threads are ~100x slower than 1.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _timed(build):
