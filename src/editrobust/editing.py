@@ -118,15 +118,10 @@ def statistics_corpus(name: str) -> list[str]:
 
 
 def resolve_road_row(spec: dict) -> dict:
-    """The RoAD row a config entry points at ({file, type, index}) as {prompt, old, new, type}."""
-    from editrobust.data.road import read_road, select_rows
+    """The edit texts of the RoAD row a config entry points at ({file, type, index}), lower-cased
+    as ReFACT reads them: {type, prompt, old, new}."""
+    from editrobust.promptsets import road_row
 
-    if spec["file"] == "toy":
-        from editrobust.toyworld.road import toy_road_frame
-
-        df = toy_road_frame()
-        df = df.apply(lambda col: col.str.lower())  # as read_road does for files
-    else:
-        df = read_road(spec["file"])
-    row = select_rows(df, type=spec["type"], indices=[spec["index"]]).iloc[0]
-    return {"type": row["Type"], "prompt": row["Prompt"], "old": row["Old"], "new": row["New"]}
+    row = road_row(spec)
+    return {"type": row["Type"].lower(), "prompt": row["Prompt"].lower(), "old": row["Old"].lower(),
+            "new": row["New"].lower()}

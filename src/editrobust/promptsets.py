@@ -108,19 +108,28 @@ def expand_images(df: pd.DataFrame, images_per_prompt: int, seed_offset: int = 0
     return out[front + [c for c in out.columns if c not in front]]
 
 
+def road_row(spec: dict) -> pd.Series:
+    """The RoAD row a config entry points at ({file, type, index}); `file: toy` is the toy world's rows."""
+    from editrobust.data.road import read_road, select_rows
+
+    if spec["file"] == "toy":
+        from editrobust.toyworld.road import toy_road_frame
+
+        rows = toy_road_frame()
+    else:
+        rows = read_road(spec["file"])
+    return select_rows(rows, type=spec["type"], indices=[spec["index"]]).iloc[0]
+
+
 def road_promptset_for(spec: dict) -> pd.DataFrame:
     """The efficacy / generality / specificity prompts of one RoAD row ({file, type, index});
     toy rows also get the oracle's expected concepts (`expected_old`, `expected_new`)."""
-    from editrobust.data.road import read_road, road_promptset, select_rows
+    from editrobust.data.road import road_promptset
+    from editrobust.toyworld.road import toy_road_promptset
 
     prefix = f"{spec['type']}{spec['index']}"
-    if spec["file"] == "toy":
-        from editrobust.toyworld.road import toy_road_frame, toy_road_promptset
-
-        row = select_rows(toy_road_frame(), type=spec["type"], indices=[spec["index"]]).iloc[0]
-        return toy_road_promptset(row, prefix)
-    row = select_rows(read_road(spec["file"]), type=spec["type"], indices=[spec["index"]]).iloc[0]
-    return road_promptset(row, prefix)
+    build = toy_road_promptset if spec["file"] == "toy" else road_promptset
+    return build(road_row(spec), prefix)
 
 
 def build_promptset(entry: dict) -> pd.DataFrame:
