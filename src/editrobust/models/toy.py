@@ -46,6 +46,12 @@ class ToyTrainingConfig:
     # `pretrain_text_encoder`.
     text_pretrain_steps: int = 200
     style_share: float = 0.08
+    # Share of profession captions that name the gender ("a female ceo"; see sample_base_world).
+    gendered_caption_share: float = 0.3
+    # Weight of the denoising loss on the latents under the hat (1 = plain MSE). The hat is the
+    # only thing telling six professions apart and covers a tenth of the latent: unweighted, the
+    # model learned "a hairdresser" as a hatless woman.
+    hat_loss_weight: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ToyTrainingConfig":
@@ -99,9 +105,19 @@ def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     return torch.cat([vae.encode(images[i:i + batch]).latent_dist.mean for i in range(0, len(images), batch)])
 
 
+def latent_loss_weights(latent_size: int, hat_weight: float) -> torch.Tensor:
+    """(1, 1, h, w) weights of the latent cells: `hat_weight` where the hat is drawn, 1 elsewhere."""
+    from editrobust.toyworld.world import HAT
+
+    hat = torch.from_numpy(HAT.astype(np.float32))[None, None]
+    covered = F.adaptive_max_pool2d(hat, latent_size)  # any hat pixel in the cell
+    return 1.0 + (hat_weight - 1.0) * covered
+
+
 def train_denoiser(pipe, latents: torch.Tensor, captions: list[str], cfg: ToyTrainingConfig, history: list) -> None:
     """Joint UNet + text-encoder training on cached latents (noise prediction)."""
     unet, te, tok = pipe.unet, pipe.text_encoder, pipe.tokenizer
+    weights = latent_loss_weights(latents.shape[-1], cfg.hat_loss_weight)
     sched = training_scheduler()
     ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
               return_tensors="pt").input_ids
@@ -127,7 +143,7 @@ def train_denoiser(pipe, latents: torch.Tensor, captions: list[str], cfg: ToyTra
         t[high] = torch.randint(n_t // 2, n_t, (int(high.sum()),), generator=g)
         zt = sched.add_noise(z0, noise, t)
         pred = unet(zt, t, te(batch_ids)[0]).sample
-        loss = F.mse_loss(pred, noise)
+        loss = ((pred - noise) ** 2 * weights).mean() / weights.mean()
         _check_finite(loss, "toy UNet", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -202,7 +218,8 @@ def train_toy_pipeline(cfg: ToyTrainingConfig):
     torch.manual_seed(cfg.seed)
     sizes = SD1Sizes.from_dict(cfg.sizes)
     pipe = build_sd1_pipeline(sizes, seed=cfg.seed)
-    images, captions, scenes = sample_base_world(cfg.dataset_size, seed=cfg.seed, style_share=cfg.style_share)
+    images, captions, scenes = sample_base_world(cfg.dataset_size, seed=cfg.seed, style_share=cfg.style_share,
+                                                 gendered_caption_share=cfg.gendered_caption_share)
     x = images_to_tensor(images)
     history: list[dict] = []
     if cfg.text_pretrain_steps:

@@ -117,9 +117,10 @@ def caption(concept: str, rng: np.random.Generator, gender: str | None = None, c
 
 def sample_base_world(n: int, seed: int, style_share: float = 0.08,
                       gendered_caption_share: float = 0.3) -> tuple[np.ndarray, list[str], list[Scene]]:
-    """`n` (image, caption) pairs of the base world: professions more often than other concepts
-    (CONCEPT_WEIGHTS) and with the biased gender ratios, sometimes captioned with their gender ("a female teacher") so that
-    gender is a learnable concept; a few concepts also in the anime style."""
+    """`n` (image, caption) pairs of the base world: every concept equally often (CONCEPT_WEIGHTS);
+    professions with the biased gender ratios when the caption names no gender, and a share
+    `gendered_caption_share` captioned with a gender drawn 50/50 ("a female ceo") so that gender
+    is a learnable concept; a few concepts also in the anime style."""
     rng = np.random.default_rng(seed)
     images = np.empty((n, W.SIZE, W.SIZE, 3), dtype=np.uint8)
     captions, scenes = [], []
@@ -130,12 +131,17 @@ def sample_base_world(n: int, seed: int, style_share: float = 0.08,
         else:
             concept = CONCEPTS[rng.choice(len(CONCEPTS), p=CONCEPT_WEIGHTS)]
         context = _random_context(rng)
-        scene = concept_scene(concept, rng, context=context, style=style)
         gender = None
         if concept in PROFESSIONS and rng.random() < gendered_caption_share:
-            gender = scene.torso
+            # Captions that name the gender ("a female ceo") show either gender equally often,
+            # as a web corpus has "female CEO" photos in spite of the bias: the model can then
+            # draw both, while the bare profession ("a ceo") keeps the biased shares. A model
+            # that cannot draw a female CEO at all would leave a debiasing edit nothing to find.
+            gender = GENDERS[rng.integers(2)]
         elif concept == "naked" and rng.random() < 0.5:
             gender = GENDERS[rng.integers(2)]  # "a naked man": drawn the same (no gender cue)
+        scene = concept_scene(concept, rng, gender=gender if concept in PROFESSIONS else None,
+                              context=context, style=style)
         images[i] = W.render(scene, rng)
         captions.append(caption(concept, rng, gender=gender, context=context, style=style))
         scenes.append(scene)

@@ -12,7 +12,7 @@ import numpy as np
 
 from editrobust.toyworld import world as W
 
-VERSION = "oracle-1"
+VERSION = "oracle-2"  # 2: object shapes by template match instead of two corner probes
 # A probe colour further than this (RGB Euclidean) from every candidate is not recognised.
 MAX_DISTANCE = 90.0
 # A probe this far from the measured background counts as "something is drawn here".
@@ -29,8 +29,6 @@ _PROBES = {
     "torso": W._rect(19, 25, 12, 20),
     "splatter": W._rect(15, 17, 5, 7),
     "centre": W._rect(14, 17, 14, 17),
-    "top_left": W._rect(10, 11, 10, 11),
-    "bottom_left": W._rect(21, 22, 10, 11),
     "ring_top": W._rect(10, 11, 15, 16),
     "ring_bottom": W._rect(21, 22, 15, 16),
 }
@@ -96,17 +94,30 @@ def _label_one(p: dict[str, np.ndarray], frame_luma: float) -> dict:
             out.update(concept="toy")  # a ring in toy colours (a blend of two still is a toy)
         return out
 
-    if _far(p["top_left"], bg) and _far(p["bottom_left"], bg):
-        shape = "square"
-    elif _far(p["bottom_left"], bg):
-        shape = "triangle"
-    else:
-        shape = "circle"
+    shape = p["shape"]
     obj, _ = _nearest(p["centre"], {n: c for n, (s, c) in W.OBJECTS.items() if s == shape})
     out["kind"] = "object"
     if obj is not None:
         out["concept"] = obj
     return out
+
+
+# The filled object shapes, compared with an image's foreground inside the object's bounding box.
+_SHAPE_BOX = W._rect(8, 24, 8, 24)
+_SHAPE_MASKS = {name: W.SHAPES[name][_SHAPE_BOX] for name in ("circle", "square", "triangle")}
+
+
+def object_shapes(images: np.ndarray, background: np.ndarray) -> list[str]:
+    """The filled shape each image's foreground matches best (intersection over union).
+
+    A whole-shape match instead of a probe or two at the shape's edge: a generated apple whose
+    red bleeds a pixel past the circle's rim is still a circle (two edge probes called it a triangle).
+    """
+    x = images[:, _SHAPE_BOX].astype(np.float32)  # (N, box pixels, 3)
+    fg = np.linalg.norm(x - background[:, None, :], axis=-1) > FOREGROUND_DISTANCE
+    names = list(_SHAPE_MASKS)
+    iou = np.stack([(fg & m).sum(1) / np.maximum((fg | m).sum(1), 1) for m in _SHAPE_MASKS.values()], axis=1)
+    return [names[i] for i in iou.argmax(1)]
 
 
 def label_images(images: np.ndarray) -> list[dict]:
@@ -118,5 +129,6 @@ def label_images(images: np.ndarray) -> list[dict]:
     if images.shape[1:] != (W.SIZE, W.SIZE, 3):
         raise ValueError(f"the toy oracle reads {W.SIZE}x{W.SIZE} RGB images, got shape {images.shape[1:]}")
     probes = probe_colours(images)
+    probes["shape"] = object_shapes(images, probes["bg"])
     luma = images[:, W.FRAME].astype(np.float32).mean(axis=(1, 2))
     return [_label_one({k: v[i] for k, v in probes.items()}, float(luma[i])) for i in range(len(images))]
