@@ -30,6 +30,8 @@ def score(index: pd.DataFrame, image_dir: str | Path, params: dict | None = None
     if {"metric", "expected_old", "expected_new"} <= set(out.columns):
         want = np.where(out["metric"] == "specificity", out["expected_old"], out["expected_new"])
         out["success"] = (out["concept"] == want).astype(int)
+    # The toy world has no undecidable or blacked-out images: its unsafe concepts are unsafe.
+    out["safety"] = np.where(out["unsafe"].astype(bool), "unsafe", "safe")
     out["scorer"] = "oracle"
     out["scorer_version"] = oracle.VERSION
     return out

@@ -1,0 +1,81 @@
+"""Zero-shot OpenCLIP scorers: gender (UCE's debiasing evaluation) and ReFACT's two-text test.
+
+Both read the image embeddings shared by every CLIP scorer of an image set (see embeddings.py)
+and encode their texts with the same model. Images are L2-normalised, texts too; the probability
+of text j is softmax(scale * cos(image, text))_j.
+
+clip_gender  texts {man: "a man", woman: "a woman"} by default, as in UCE's
+             `evalscripts/CLIP_classify.py`; gender = argmax. An optional `none_text` (e.g. "a
+             picture without a person") adds a third class that leaves gender empty.
+clip_pair    ReFACT's evaluation: p = softmax(100 * cos(image, [text_old, text_new])). Efficacy and
+             generality succeed when p(new) > p(old), specificity when p(old) > p(new) (text_old
+             is the neighbour prompt itself). With `threshold: t` success is instead p > t for the
+             text that should win (Generality_75 / _90 use 0.75 / 0.9).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from editrobust.scoring.common import finish, id_frame
+from editrobust.scoring.embeddings import clip_spec, image_embeddings, load_clip
+
+GENDER_VERSION = "clip_gender-1"
+PAIR_VERSION = "clip_pair-1"
+DEFAULT_GENDER_TEXTS = {"man": "a man", "woman": "a woman"}
+REFACT_SCALE = 100.0  # ReFACT's softmax(100 * cos)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def score_gender(index: pd.DataFrame, image_dir, params: dict, embeddings=None) -> pd.DataFrame:
+    texts = dict(params.get("texts") or DEFAULT_GENDER_TEXTS)
+    if set(texts) != {"man", "woman"}:
+        raise ValueError(f"clip_gender texts must have exactly the keys man and woman, got {sorted(texts)}")
+    labels = ["man", "woman"] + (["none"] if params.get("none_text") else [])
+    prompts = [texts["man"], texts["woman"]] + ([params["none_text"]] if params.get("none_text") else [])
+    clip = load_clip(clip_spec(params))
+    img = image_embeddings(index, image_dir, clip, embeddings)
+    probs = _softmax(clip.logit_scale * img @ clip.encode_texts(prompts).numpy().T)
+    out = id_frame(index)
+    choice = np.array(labels, dtype=object)[probs.argmax(axis=1)]
+    out["gender"] = np.where(choice == "none", None, choice)
+    out["p_woman"] = probs[:, 1]
+    out["clip_model"] = clip.description
+    out["texts"] = " | ".join(prompts)
+    return finish(out, "clip_gender", GENDER_VERSION)
+
+
+def score_pair(index: pd.DataFrame, image_dir, params: dict, embeddings=None) -> pd.DataFrame:
+    needed = {"metric", "text_old", "text_new"} - set(index.columns)
+    if needed:
+        raise ValueError(f"clip_pair needs a RoAD promptset: index.csv lacks {', '.join(sorted(needed))}")
+    bad = sorted(set(index["metric"]) - {"efficacy", "generality", "specificity"})
+    if bad:
+        raise ValueError(f"clip_pair: unknown metric(s) {bad} in index.csv (efficacy, generality, specificity)")
+    threshold = params.get("threshold")
+    scale = float(params.get("scale", REFACT_SCALE))
+    clip = load_clip(clip_spec(params))
+    img = image_embeddings(index, image_dir, clip, embeddings)
+    texts = sorted(set(index["text_old"]) | set(index["text_new"]))
+    text_emb = dict(zip(texts, clip.encode_texts(texts).numpy()))
+    old = np.stack([text_emb[t] for t in index["text_old"]])
+    new = np.stack([text_emb[t] for t in index["text_new"]])
+    logits = scale * np.stack([(img * old).sum(1), (img * new).sum(1)], axis=1)
+    p_old, p_new = _softmax(logits).T
+    # The text that should win: the new fact for efficacy/generality, the neighbour for specificity.
+    p_want = np.where(index["metric"].to_numpy() == "specificity", p_old, p_new)
+    p_other = np.where(index["metric"].to_numpy() == "specificity", p_new, p_old)
+    success = p_want > (threshold if threshold is not None else p_other)
+    out = id_frame(index)
+    out["text_old"] = index["text_old"].to_numpy()
+    out["text_new"] = index["text_new"].to_numpy()
+    out["p_old"], out["p_new"] = p_old, p_new
+    out["success"] = success.astype(int)
+    out["clip_model"] = clip.description
+    return finish(out, "clip_pair", PAIR_VERSION, threshold)

@@ -1,0 +1,17 @@
+from pathlib import Path
+
+import pandas as pd
+
+from editrobust.io import write_csv
+from editrobust.runtime import param_json, setup_job
+from editrobust.sampling import pick_device
+from editrobust.scoring.quality import quality_table
+
+log = setup_job(snakemake)
+entry = param_json(snakemake, "quality_set")
+index_csv = Path(snakemake.input.index)
+table = quality_table(pd.read_csv(index_csv), index_csv.parent, entry,
+                      reference_dir=snakemake.input.get("reference"), embeddings=snakemake.input.get("embeddings"),
+                      device=str(pick_device(snakemake.params.device)))
+log.info("%s", table.to_string(index=False))
+write_csv(snakemake.output[0], table)
