@@ -115,8 +115,42 @@ def load_pipeline(variant_dir: str | Path, device: torch.device | str = "cpu", d
     chain = variant_chain(variant_dir)
     pipe = _load_base(chain[0], dtype)
     for derived in chain[1:]:
-        apply_delta(pipe, read_delta(derived))
+        info = read_variant(derived)
+        if info.get("components"):
+            apply_delta(pipe, read_delta(derived))
+        if info.get("adapter"):
+            fuse_lora_adapter(pipe, derived, info["adapter"])
     return pipe.to(device)
+
+
+def fuse_lora_adapter(pipe, variant_dir: str | Path, adapter: dict):
+    """Load a variant's diffusers-format LoRA/DoRA adapter and FUSE it into the weights.
+
+    `pipe.load_lora_weights`, then `fuse_lora` + `unload_lora_weights`: the pipeline is a plain
+    one again (no peft layers), so sampling is as fast as the base and the next delta in a chain
+    composes with ordinary tensors. Fused outputs equal unfused ones only up to float rounding
+    (W + s·BA is rounded once; peft#1904): tested within a tolerance, not bit for bit.
+
+    Workaround: with transformers 5 and peft 0.21, `load_lora_weights` silently leaves DoRA
+    magnitudes (`lora_magnitude_vector`) at their initial ||W|| (the key renaming misses the
+    parameter's `.weight` suffix), so they are copied from the file here before fusing.
+    """
+    from safetensors.torch import load_file
+
+    name = "editrobust_finetune"
+    path = Path(variant_dir) / adapter["file"]
+    pipe.load_lora_weights(str(Path(variant_dir)), weight_name=adapter["file"], adapter_name=name)
+    with torch.no_grad():
+        for key, value in load_file(str(path)).items():
+            if not key.endswith(".lora_magnitude_vector"):
+                continue
+            component, module_path = key.removesuffix(".lora_magnitude_vector").split(".", 1)
+            layer = getattr(pipe, component).get_submodule(module_path)
+            magnitude = layer.lora_magnitude_vector[name].weight
+            magnitude.copy_(value.to(magnitude.dtype))
+    pipe.fuse_lora(components=list(adapter["components"]), lora_scale=1.0, safe_fusing=True, adapter_names=[name])
+    pipe.unload_lora_weights()
+    return pipe
 
 
 def _load_base(variant_dir: Path, dtype: torch.dtype | None):
