@@ -1,0 +1,147 @@
+"""What a table draws: score-file keys, their paths, defaults, and config cross-references.
+
+A table entry (`tables.<name>` in the config) names its grid (model, editor(s), fine-tuners,
+promptset(s), scorer(s)). `resolve` fills the defaults and adds what the builders need from other
+config sections (the RoAD type of each ReFACT editor, which groups the edits into appearance and
+role): the result is the table's whole config slice, so a rule that takes it as a param re-runs
+only when something this table reads changes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULTS = {"ci": True, "bootstrap_resamples": 2000, "seed": 0, "confidence": 0.95}
+# The unit the bootstrap resamples: prompts (the study's prompt sets), seeds (RoAD: one efficacy
+# prompt, so its seeds are the replicates, as in ReFACT's "std over seeds"), or single images.
+CLUSTERS = {"prompt": ("prompt_id",), "seed": ("seed",), "image": ("prompt_id", "seed")}
+DEFAULT_CLUSTER = {"refact": "seed", "rank_ablation": "seed"}
+
+
+@dataclass(frozen=True, order=True)
+class ScoreKey:
+    """One score file: results/scores/<model>/<variant>/<promptset>/<scorer>.csv."""
+
+    model: str
+    variant: str
+    promptset: str
+    scorer: str
+
+    @property
+    def path(self) -> str:
+        return f"results/scores/{self.model}/{self.variant}/{self.promptset}/{self.scorer}.csv"
+
+    def describe(self) -> str:
+        return f"variant {self.variant!r} (model {self.model}, promptset {self.promptset}, scorer {self.scorer})"
+
+
+@dataclass(frozen=True, order=True)
+class QualityKey:
+    """One quality file: results/quality/<model>/<variant>/<quality_set>.csv (metric, value)."""
+
+    model: str
+    variant: str
+    quality_set: str
+
+    @property
+    def path(self) -> str:
+        return f"results/quality/{self.model}/{self.variant}/{self.quality_set}.csv"
+
+    def describe(self) -> str:
+        return f"quality of variant {self.variant!r} (model {self.model}, set {self.quality_set})"
+
+
+def ed(editor: str) -> str:
+    return f"ed-{editor}"
+
+
+def ft(finetuner: str) -> str:
+    return f"ft-{finetuner}"
+
+
+def ed_ft(editor: str, finetuner: str) -> str:
+    return f"ed-{editor}+ft-{finetuner}"
+
+
+def edits(spec: Mapping) -> list[tuple[str, str]]:
+    """(editor, promptset) pairs of a multi-edit table: `editors` and `promptsets` paired by position."""
+    return list(zip(spec["editors"], spec["promptsets"], strict=True))
+
+
+def _edit_group(config: Mapping, editor: str) -> str:
+    """ReFACT edits are reported per RoAD type (the study's Appearance / Role); others as 'all'."""
+    entry = config.get("editors", {}).get(editor, {})
+    road = entry.get("road") if isinstance(entry, Mapping) else None
+    return road["type"] if isinstance(road, Mapping) and "type" in road else "all"
+
+
+def resolve(entry: Mapping, config: Mapping) -> dict:
+    """The table's slice: its entry with defaults filled and the edit groups it needs added."""
+    spec = {**DEFAULTS, **copy.deepcopy(dict(entry))}
+    spec.setdefault("cluster", DEFAULT_CLUSTER.get(spec["kind"], "prompt"))
+    if "editors" in spec:
+        spec["groups"] = {e: _edit_group(config, e) for e in spec["editors"]}
+    for task in spec.get("tasks", {}).values():
+        task["groups"] = {e: _edit_group(config, e) for e in task["editors"]}
+    return spec
+
+
+def table_problems(config: Mapping) -> list[str]:
+    """Cross-references of the `tables` section, one 'tables.<name>.<key>: ...' line per problem.
+
+    Names that refer to nothing (model, editor, finetuner, promptset, scorer, quality set) are
+    errors. A config without a `finetuners` (or `quality_sets`) section has none, so any name a
+    table gives there is unknown.
+    """
+    out: list[str] = []
+    sections = {s: config.get(s) or {}
+                for s in ("models", "editors", "finetuners", "promptsets", "scorers", "quality_sets")}
+
+    def check(where: str, section: str, name) -> None:
+        known = sections[section]
+        if name not in known:
+            singular = section[:-1]
+            out.append(f"{where}: unknown {singular} {name!r} (defined: {', '.join(known) or 'none'})")
+
+    def check_list(where: str, section: str, names) -> None:
+        for i, name in enumerate(names or []):
+            check(f"{where}[{i}]", section, name)
+
+    for name, entry in (config.get("tables") or {}).items():
+        at = f"tables.{name}"
+        check(f"{at}.model", "models", entry["model"])
+        for key, section in (("editor", "editors"), ("promptset", "promptsets"), ("scorer", "scorers"),
+                             ("human", "scorers"), ("quality_set", "quality_sets")):
+            if key in entry:
+                check(f"{at}.{key}", section, entry[key])
+        for key, section in (("editors", "editors"), ("finetuners", "finetuners"),
+                             ("promptsets", "promptsets"), ("scorers", "scorers")):
+            check_list(f"{at}.{key}", section, entry.get(key))
+        for method, by_rank in (entry.get("ranks") or {}).items():
+            for rank, finetuner in by_rank.items():
+                check(f"{at}.ranks.{method}.{rank}", "finetuners", finetuner)
+        for task_name, task in (entry.get("tasks") or {}).items():
+            check_list(f"{at}.tasks.{task_name}.editors", "editors", task.get("editors"))
+            check_list(f"{at}.tasks.{task_name}.promptsets", "promptsets", task.get("promptsets"))
+            out.extend(_pairing_problems(f"{at}.tasks.{task_name}", task, sections))
+        if "editors" in entry and "promptsets" in entry:
+            out.extend(_pairing_problems(at, entry, sections))
+    return out
+
+
+def _pairing_problems(at: str, entry: Mapping, sections: Mapping) -> list[str]:
+    """`editors[i]` is evaluated on `promptsets[i]`: equal lengths, and a ReFACT edit on its own RoAD row."""
+    editors, promptsets = entry["editors"], entry["promptsets"]
+    if len(editors) != len(promptsets):
+        return [f"{at}.promptsets: {len(promptsets)} promptsets for {len(editors)} editors "
+                "(editors[i] is evaluated on promptsets[i])"]
+    out = []
+    for i, (e, p) in enumerate(zip(editors, promptsets)):
+        ed_road = (sections["editors"].get(e) or {}).get("road")
+        ps = sections["promptsets"].get(p) or {}
+        if ed_road and ps.get("source") == "road" and ps.get("road") != ed_road:
+            out.append(f"{at}.promptsets[{i}]: promptset {p!r} holds RoAD row {ps.get('road')} "
+                       f"but editor {e!r} edits {ed_road}")
+    return out
