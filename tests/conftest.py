@@ -1,8 +1,12 @@
+import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# Before torch loads OpenMP: passive waiting, so tests sharing the CPU with a job stay fast (see Snakefile).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
