@@ -75,7 +75,9 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
     config.setdefault("device", "auto")
     for ev in config["evaluations"]:
         ev.setdefault("variants", ["base"])
-    problems = _cross_reference_problems(config)
+    for quality_set in config.get("quality_sets", {}).values():
+        quality_set.setdefault("variants", ["base"])
+    problems = _cross_reference_problems(config) + _scoring_reference_problems(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return config
@@ -92,9 +94,7 @@ def _cross_reference_problems(config: dict) -> list[str]:
         if ev["promptset"] not in promptsets:
             out.append(f"{where}.promptset: unknown promptset {ev['promptset']!r} (defined: {', '.join(promptsets)})")
         for j, v in enumerate(ev.get("variants", [])):
-            if v.startswith("ed-") and v[3:] not in editors:
-                out.append(f"{where}.variants[{j}]: {v!r} needs an editor {v[3:]!r} "
-                           f"(defined: {', '.join(editors) or 'none'})")
+            out += variant_problems(f"{where}.variants[{j}]", v, editors, config.get("finetuners", {}))
         for j, s in enumerate(ev["scorers"]):
             if s not in scorers:
                 out.append(f"{where}.scorers[{j}]: unknown scorer {s!r} (defined: {', '.join(scorers)})")
@@ -108,6 +108,40 @@ def _cross_reference_problems(config: dict) -> list[str]:
                 if models.get(m, {}).get("kind") != "toy":
                     out.append(f"editors.{name}.classifier: the oracle classifier needs a toy model; "
                                f"model {m!r} is not one")
+    out += finetune_problems(config)
+    out += _table_problems(config)
+    return out
+
+
+def _table_problems(config: dict) -> list[str]:
+    # --- tables stage: names a `tables.<name>` entry refers to (editrobust.tables.spec) ---
+    from editrobust.tables.spec import table_problems
+
+    return table_problems(config)
+
+
+def _scoring_reference_problems(config: dict) -> list[str]:
+    """CLIP scorers and quality sets name CLIP models, promptsets and models that must exist."""
+    out = []
+    clip_models = config.get("clip_models", {})
+    defined = ", ".join(clip_models) or "none"
+    for name, sc in config["scorers"].items():
+        if "clip_model" in sc and sc["clip_model"] not in clip_models:
+            out.append(f"scorers.{name}.clip_model: unknown CLIP model {sc['clip_model']!r} (defined in clip_models: {defined})")
+    for name, q in config.get("quality_sets", {}).items():
+        where = f"quality_sets.{name}"
+        if q["promptset"] not in config["promptsets"]:
+            out.append(f"{where}.promptset: unknown promptset {q['promptset']!r} (defined: {', '.join(config['promptsets'])})")
+        for j, m in enumerate(q["models"]):
+            if m not in config["models"]:
+                out.append(f"{where}.models[{j}]: unknown model {m!r} (defined: {', '.join(config['models'])})")
+        if q.get("fid") is not None and "reference" not in q:
+            out.append(f"{where}.reference: fid needs a reference image set")
+        if q.get("clip_score") is not None and q["clip_score"]["clip_model"] not in clip_models:
+            out.append(f"{where}.clip_score.clip_model: unknown CLIP model {q['clip_score']['clip_model']!r} "
+                       f"(defined in clip_models: {defined})")
+        if q.get("fid") is None and q.get("clip_score") is None:
+            out.append(f"{where}: give fid, clip_score or both")
     return out
 
 
@@ -115,3 +149,57 @@ def canonical(value) -> str:
     """A key-sorted JSON string: the form config slices take as rule params, so that reordering
     YAML keys does not re-run anything and changing one entry re-runs only its subgraph."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# --- fine-tuning stage: variant names, datasets and finetuners -------------------------------------
+def parse_variant(variant: str) -> dict:
+    """`base`, `ed-E`, `ft-F`, `ed-E+ft-F`, each fine-tuned one optionally `@<step>`, as
+    {"editor": E or None, "finetuner": F or None, "step": int or None}."""
+    import re
+
+    name = "[A-Za-z0-9][A-Za-z0-9_]*"
+    m = re.fullmatch(rf"base|ed-(?P<edited>{name})|(?:ed-(?P<editor>{name})\+)?ft-(?P<finetuner>{name})"
+                     rf"(?:@(?P<step>[0-9]+))?", variant)
+    if not m:
+        raise ValueError(f"{variant!r} is not a variant name (base, ed-<editor>, ft-<finetuner>, "
+                         "ed-<editor>+ft-<finetuner>, optionally @<step> after a finetuner)")
+    return {"editor": m["edited"] or m["editor"], "finetuner": m["finetuner"],
+            "step": int(m["step"]) if m["step"] else None}
+
+
+def finetune_checkpoint_steps(entry: dict) -> list[int]:
+    """Steps at which a finetuner writes `<variant>@<step>`: multiples of `save_every` below `steps`."""
+    every, steps = int(entry.get("save_every") or 0), int(entry["steps"])
+    return list(range(every, steps, every)) if every > 0 else []
+
+
+def variant_problems(where: str, variant: str, editors: dict, finetuners: dict) -> list[str]:
+    try:
+        parts = parse_variant(variant)
+    except ValueError as e:
+        return [f"{where}: {e}"]
+    out = []
+    if parts["editor"] and parts["editor"] not in editors:
+        out.append(f"{where}: {variant!r} needs an editor {parts['editor']!r} (defined: {', '.join(editors) or 'none'})")
+    ft = parts["finetuner"]
+    if ft and ft not in finetuners:
+        out.append(f"{where}: {variant!r} needs a finetuner {ft!r} (defined: {', '.join(finetuners) or 'none'})")
+    elif ft and parts["step"] is not None and parts["step"] not in finetune_checkpoint_steps(finetuners[ft]):
+        out.append(f"{where}: {variant!r}: finetuner {ft!r} saves no checkpoint at step {parts['step']} "
+                   f"(it saves at: {finetune_checkpoint_steps(finetuners[ft]) or 'none; set save_every'})")
+    return out
+
+
+def finetune_problems(config: dict) -> list[str]:
+    out = []
+    datasets = config.get("datasets", {})
+    for name, ft in config.get("finetuners", {}).items():
+        ds = datasets.get(ft["dataset"])
+        if ds is None:
+            out.append(f"finetuners.{name}.dataset: unknown dataset {ft['dataset']!r} "
+                       f"(defined: {', '.join(datasets) or 'none'})")
+        elif ft["method"] == "dreambooth" and not (ds["source"] == "dreambooth" or ds.get("set") == "subject"
+                                                   or ft.get("class_name")):
+            out.append(f"finetuners.{name}.dataset: DreamBooth needs a subject dataset (source dreambooth or toy "
+                       f"set subject) or a class_name; {ft['dataset']!r} is neither")
+    return out

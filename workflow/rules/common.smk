@@ -1,7 +1,7 @@
 # Helpers shared by the rules: config validation and the config slices rules take as params.
 from pathlib import Path
 
-from editrobust.config import ConfigError, canonical, validate_config
+from editrobust.config import ConfigError, canonical, parse_variant, validate_config
 
 try:
     config.update(validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
@@ -61,6 +61,10 @@ def all_targets():
                 out.append(
                     f"results/summaries/{ev['model']}/{variant}/{ev['promptset']}/{scorer}.csv"
                 )
+    for name, quality_set in config.get("quality_sets", {}).items():
+        for model in quality_set["models"]:
+            for variant in quality_set["variants"]:
+                out.append(f"results/quality/{model}/{variant}/{name}.csv")
     return out
 
 
@@ -72,6 +76,10 @@ def variant_chain_inputs(wildcards):
     """Every variant.json a variant is composed from (base first): loading needs them all."""
     out = [f"results/models/{wildcards.model}/base/variant.json"]
     if wildcards.variant != "base":
+        # an edited-then-fine-tuned variant ed-E+ft-F[@step] also needs its parent ed-E
+        editor = parse_variant(wildcards.variant)["editor"]
+        if editor and "+" in wildcards.variant:
+            out.append(f"results/models/{wildcards.model}/ed-{editor}/variant.json")
         out.append(f"results/models/{wildcards.model}/{wildcards.variant}/variant.json")
     return out
 
