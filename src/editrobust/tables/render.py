@@ -31,7 +31,9 @@ def _number(value, digits: int) -> str:
         return MISSING
     if isinstance(value, str):
         return value
-    return f"{value:.{digits}f}"
+    text = f"{value:.{digits}f}"
+    # A bound like -1e-17 is zero; "-0.00" would read as a negative rate.
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _p(value) -> str:
