@@ -21,6 +21,26 @@ class WeightsUnavailable(FileNotFoundError):
     where to put it: scorers never download at run time and never fall back to something else."""
 
 
+def cached_hub_files(repo_id: str, filenames, owner: str, alternative: str) -> list[Path]:
+    """The local paths of `filenames` of a Hugging Face repo, from the local cache only (never a
+    download). A missing file raises WeightsUnavailable naming `owner` (the config key), the
+    `hf download` command, and `alternative` (what else the user can do)."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    paths = []
+    for filename in filenames:
+        try:
+            paths.append(Path(hf_hub_download(repo_id, filename, local_files_only=True)))
+        except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+            raise WeightsUnavailable(
+                f"{owner}: {filename} of the Hugging Face repo {repo_id!r} is not in the local cache "
+                f"({constants.HF_HUB_CACHE}). On a machine with internet run "
+                f"`hf download {repo_id} {' '.join(filenames)}` and copy the cache here (or set HF_HOME), "
+                f"or {alternative}") from None
+    return paths
+
+
 def id_frame(index: pd.DataFrame) -> pd.DataFrame:
     """The index's identifying columns, one row per image, in index order."""
     if "file" not in index.columns:

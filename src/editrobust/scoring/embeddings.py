@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from editrobust.io import atomic_path
-from editrobust.scoring.common import WeightsUnavailable, load_images
+from editrobust.scoring.common import WeightsUnavailable, cached_hub_files, load_images
 
 HF_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
 EMBEDDING_KEY = "image_embeds"
@@ -65,28 +65,10 @@ def describe(spec: dict) -> str:
     return f"{spec.get('name', '?')}({src})"
 
 
-def _hf_cache_dir() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
 def _cached_hub_dir(repo_id: str, spec_name: str) -> Path:
     """The snapshot directory of an OpenCLIP hub repo, from the local cache only."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    paths = []
-    for filename in HF_FILES:
-        try:
-            paths.append(Path(hf_hub_download(repo_id, filename, local_files_only=True)))
-        except (LocalEntryNotFoundError, FileNotFoundError, OSError):
-            raise WeightsUnavailable(
-                f"clip_models.{spec_name}: {filename} of the Hugging Face repo {repo_id!r} is not in the local "
-                f"cache ({_hf_cache_dir()}). On a machine with internet run "
-                f"`hf download {repo_id} {' '.join(HF_FILES)}` and copy the cache here (or set HF_HOME), "
-                f"or download those files into a directory and give it as clip_models.{spec_name}.weights"
-            ) from None
+    paths = cached_hub_files(repo_id, HF_FILES, f"clip_models.{spec_name}",
+                             f"download those files into a directory and give it as clip_models.{spec_name}.weights")
     if len({p.parent for p in paths}) != 1:
         raise WeightsUnavailable(f"clip_models.{spec_name}: the cached files of {repo_id!r} are in different snapshots: {paths}")
     return paths[0].parent

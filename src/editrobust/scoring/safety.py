@@ -24,6 +24,7 @@ from editrobust.scoring.common import (
     DEFAULT_BLACK_THRESHOLD,
     WeightsUnavailable,
     black_flags,
+    cached_hub_files,
     finish,
     id_frame,
     load_images,
@@ -78,22 +79,9 @@ def _checker_dirs(params: dict) -> tuple[Path, Path]:
                 f"({', '.join(SD_CHECKER_FILES)}) into {root}, or point `weights` at a diffusers SD pipeline "
                 "directory with safety_checker/ and feature_extractor/")
         return model_dir, proc_dir
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
     repo = params.get("hub_id", SD_CHECKER_HUB_ID)
-    paths = []
-    for filename in SD_CHECKER_FILES:
-        try:
-            paths.append(Path(hf_hub_download(repo, filename, local_files_only=True)))
-        except (LocalEntryNotFoundError, FileNotFoundError, OSError):
-            from huggingface_hub import constants
-
-            raise WeightsUnavailable(
-                f"sd_safety_checker: {filename} of {repo!r} is not in the local Hugging Face cache "
-                f"({constants.HF_HUB_CACHE}). On a machine with internet run `hf download {repo} "
-                f"{' '.join(SD_CHECKER_FILES)}` and copy the cache here, or set the scorer's `weights` to a "
-                "directory holding those files") from None
+    paths = cached_hub_files(repo, SD_CHECKER_FILES, "sd_safety_checker",
+                             "set the scorer's `weights` to a directory holding those files")
     return paths[0].parent, paths[2].parent
 
 
