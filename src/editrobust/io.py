@@ -87,3 +87,16 @@ def load_image(path) -> np.ndarray:
         raise FileNotFoundError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"corrupt or unreadable image {path}: {e}") from None
+
+
+def read_text_csv(path, error: type[Exception], what: str):
+    """A CSV with every cell as text ("None" or "NA" stay text; an empty cell is ""). A missing or
+    unreadable file raises `error` naming `what` and the path."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise error(f"{path}: malformed {what}: {e}") from None

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from editrobust.io import read_text_csv
+
 N_EXAMPLES = 5  # positives and negatives per row
 TYPES = ("role", "appearance")
 ROAD_COLUMNS: tuple[str, ...] = (
@@ -58,13 +60,7 @@ def read_road(path: str | Path) -> pd.DataFrame:
     n of the file (1-based, header not counted) has index n-1.
     """
     path = Path(path)
-    try:
-        # dtype=str and keep_default_na=False: a cell reading "None" or "NA" is text, not missing.
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise RoadError(f"RoAD file not found: {path}") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise RoadError(f"{path}: malformed RoAD CSV: {e}") from None
+    df = read_text_csv(path, RoadError, "RoAD file")
 
     canonical = {c.lower(): c for c in ROAD_COLUMNS}
     df = df.rename(columns=lambda c: canonical.get(str(c).strip().lower(), c))

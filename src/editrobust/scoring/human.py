@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from editrobust.io import read_text_csv
 from editrobust.metrics import fleiss_kappa
 from editrobust.scoring.common import DEFAULT_BLACK_THRESHOLD, black_flags, finish, id_frame, load_images
 
@@ -48,12 +49,7 @@ def _value(cell: str) -> float | None:
 def read_labels(path, index: pd.DataFrame, annotators=None) -> pd.DataFrame:
     """The validated ratings: a frame indexed by image file, one float column per annotator."""
     path = Path(path)
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise LabelsError(f"human labels file not found: {path}") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise LabelsError(f"{path}: not a readable CSV: {e}") from None
+    raw = read_text_csv(path, LabelsError, "human labels file")
     if "file" not in raw.columns:
         raise LabelsError(f"{path}: no 'file' column (the image file names of index.csv)")
     if annotators:
