@@ -258,6 +258,24 @@ def test_uce_debias_already_fair_returns_empty_delta(sd1):
     assert delta == {} and len(log) == 1 and log[0]["converged"] == {"doctor": True}
 
 
+def test_uce_debias_attribute_texts_give_the_directions(sd1):
+    # The first measurement is 80 % male, the second fair: the weights kept are the first solve,
+    # with A = d(0) = (0.5 - 0.8, 0.5 - 0.2) on the directions of the attribute *texts*.
+    answers = iter([["male"] * 8 + ["female"] * 2, ["male"] * 5 + ["female"] * 5])
+    delta, log = uce_debias(sd1, ["doctor"], attribute_texts=["a man", "a woman"], lamb=1e-4,
+                            classify=lambda images: images, generate=lambda pipe, c: next(answers),
+                            max_iterations=2, progress=False)
+    assert log[1]["selected"] and log[1]["converged"] == {"doctor": True}
+    c, a_man, a_woman = concept_embeddings(sd1, ["doctor", "a man", "a woman"])[TOKENS]
+    m = next(m for m in uce_modules(sd1) if m.name.endswith("to_v"))
+    W0 = sd1.unet.get_submodule(m.name).weight.detach()
+    target = W0 @ (c - 0.3 * a_man + 0.3 * a_woman)
+    got = delta["unet"][m.weight_key] @ c
+    assert torch.linalg.norm(got - target) / torch.linalg.norm(target) < 1e-3
+    with pytest.raises(ValueError, match="one text per attribute"):
+        uce_debias(sd1, ["doctor"], attribute_texts=["a man"], classify=lambda i: i, generate=lambda p, c: [])
+
+
 def test_uce_debias_bad_inputs(sd1):
     fake = dict(classify=lambda images: ["male"], generate=lambda pipe, c: [0])
     with pytest.raises(ValueError, match="empty"):

@@ -357,7 +357,7 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
                max_iterations: int = 30, max_diff: float = 0.05, lamb: float = 0.5, edit_scale: float = 1.0,
                preserve_scale: float = 1.0, preserve_concepts: str | Sequence[str] = (),
                max_sequence_length: int | None = None, progress: bool = True,
-               gain: float = 1.0) -> tuple[Delta, list[dict]]:
+               gain: float = 1.0, attribute_texts: str | Sequence[str] | None = None) -> tuple[Delta, list[dict]]:
     """UCE debias, the new iterative procedure (editors.md §1.6), an integral controller.
 
     `gain` scales each update, A += gain·d. UCE's code uses 1; a steep model (the toy) overshoots
@@ -366,6 +366,11 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
     attributes that is half the mean δ), never an unmeasured last solve: the log entry of that
     iteration has `selected: True`. (A worst-case criterion kept the unedited model whenever one
     concept could not move at all, however much the others improved.)
+
+    `attributes` are the classifier's labels; `attribute_texts` (default: the same words) are the
+    texts whose embeddings serve as the a_j, one per attribute. Old UCE embedded phrases ("image of
+    female"); a model whose captions only ever use a word inside a phrase (the toy says "a woman",
+    never a bare "female") needs such phrases for a meaningful direction.
 
     Iteration t: load the current weights; for each concept e, `images = generate(pipe, e)`,
     `labels = classify(images)`, frac_j = share of label a_j; d_j = r*_j − frac_j (0 once within
@@ -378,10 +383,13 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
     dict per iteration with each concept's `ratios`, `diffs`, `converged` and the `alpha` measured.
     """
     concepts, attributes = split_concepts(concepts), split_concepts(attributes)
+    texts = split_concepts(attribute_texts) if attribute_texts is not None else attributes
+    if len(texts) != len(attributes):
+        raise ValueError(f"attribute_texts {texts} must give one text per attribute {attributes}")
     preserves = split_concepts(preserve_concepts)
     _debias_validate(concepts, attributes, desired_ratios, max_iterations)
-    check_concepts_fit(pipe, concepts + attributes + preserves, max_sequence_length)
-    emb = concept_embeddings(pipe, concepts + attributes + preserves, "last", max_sequence_length)
+    check_concepts_fit(pipe, concepts + texts + preserves, max_sequence_length)
+    emb = concept_embeddings(pipe, concepts + texts + preserves, "last", max_sequence_length)
 
     alpha = torch.zeros(len(concepts), len(attributes))
     delta: Delta = {}

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from editrobust.models.builders import SD1Sizes, build_sd1_pipeline, training_scheduler
-from editrobust.toyworld.captions import sample_base_world
+from editrobust.toyworld.captions import sample_base_world, sample_subject_set
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ class ToyTrainingConfig:
     # only thing telling six professions apart and covers a tenth of the latent: unweighted, the
     # model learned "a hairdresser" as a hatless woman.
     hat_loss_weight: float = 1.0
+    # Renders of the DreamBooth subject added to the VAE's training images (not to the UNet's).
+    # A real SD VAE decodes any photo, including a subject it never saw captioned; ours has seen
+    # only the base world, and without these it cannot decode the two-tone subject at all.
+    vae_subject_images: int = 256
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ToyTrainingConfig":
@@ -227,7 +231,11 @@ def train_toy_pipeline(cfg: ToyTrainingConfig):
         ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids
         pretrain_text_encoder(pipe.text_encoder, ids, caption_targets(captions, scenes), cfg, history)
-    train_vae(pipe.vae, x, cfg, history)
+    vae_images = x
+    if cfg.vae_subject_images:
+        subject, _ = sample_subject_set(cfg.vae_subject_images, seed=cfg.seed + 4)
+        vae_images = torch.cat([x, images_to_tensor(subject)])
+    train_vae(pipe.vae, vae_images, cfg, history)
     latents = encode_latents(pipe.vae, x)
     # Like SD's 0.18215: scale latents to unit variance so the noise schedule fits them.
     scale = float(1.0 / latents.std())
