@@ -276,6 +276,27 @@ def test_uce_debias_attribute_texts_give_the_directions(sd1):
         uce_debias(sd1, ["doctor"], attribute_texts=["a man"], classify=lambda i: i, generate=lambda p, c: [])
 
 
+def test_uce_debias_window_mode_edits_every_aligned_token(sd1):
+    # Paper-era windows: each token from the concept's last sub-word on (EOS, pads) maps to the
+    # same token plus A_j times the aligned token of attribute text j (A = d(0) = (-0.3, 0.3)).
+    answers = iter([["male"] * 8 + ["female"] * 2, ["male"] * 5 + ["female"] * 5])
+    texts = ["doctor", "a man", "a woman"]
+    delta, _ = uce_debias(sd1, ["doctor"], attribute_texts=texts[1:], lamb=1e-4, token_mode="window",
+                          classify=lambda images: images, generate=lambda pipe, c: next(answers),
+                          max_iterations=2, progress=False)
+    seq = concept_embeddings(sd1, texts, "window")[TOKENS]
+    last = [len(sd1.tokenizer(t).input_ids) - 2 for t in texts]  # last sub-word (BOS at 0)
+    n = seq.shape[1] - max(last)
+    c, a_man, a_woman = (seq[i, last[i]:last[i] + n] for i in range(3))
+    m = next(m for m in uce_modules(sd1) if m.name.endswith("to_k"))
+    W0 = sd1.unet.get_submodule(m.name).weight.detach()
+    target = (c - 0.3 * a_man + 0.3 * a_woman) @ W0.T
+    got = c @ delta["unet"][m.weight_key].T
+    assert n > 3 and torch.linalg.norm(got - target) / torch.linalg.norm(target) < 1e-3
+    with pytest.raises(ValueError, match="token_mode"):
+        uce_debias(sd1, ["doctor"], token_mode="words", classify=lambda i: i, generate=lambda p, c: [])
+
+
 def test_uce_debias_bad_inputs(sd1):
     fake = dict(classify=lambda images: ["male"], generate=lambda pipe, c: [0])
     with pytest.raises(ValueError, match="empty"):

@@ -343,6 +343,31 @@ def _debias_systems(emb: dict[str, torch.Tensor], n_concepts: int, n_attrs: int,
     return systems
 
 
+def _debias_windows(pipe, concepts: list[str], texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Old (window) semantics for debias: per concept, its window of tokens (last concept sub-word,
+    EOS, pads) and the aligned windows of every attribute text, all of one length L − F with
+    F = max over the concept and the attribute texts of the last sub-word index (§1.4 Old).
+    Returns (keys n_c×n×d, attribute windows n_c×n_a×n×d)."""
+    seqs = concept_embeddings(pipe, concepts + texts, "window")[TOKENS]
+    idx = _last_token_index(pipe.tokenizer, concepts + texts, pipe.tokenizer.model_max_length).tolist()
+    L, n_c = seqs.shape[1], len(concepts)
+    keys, attrs = [], []
+    for e in range(n_c):
+        F_ = max([idx[e]] + idx[n_c:])
+        n = L - F_
+        keys.append(seqs[e, idx[e]:idx[e] + n])
+        attrs.append(torch.stack([seqs[n_c + j, idx[n_c + j]:idx[n_c + j] + n] for j in range(len(texts))]))
+    width = min(k.shape[0] for k in keys)  # one width for every concept (F is shared when texts are)
+    return torch.stack([k[:width] for k in keys]), torch.stack([a[:, :width] for a in attrs])
+
+
+def _debias_window_systems(keys: torch.Tensor, attrs: torch.Tensor, alpha: torch.Tensor,
+                           preserve: torch.Tensor | None) -> dict[str, _System]:
+    """Every window token t of concept e is edited: source c_et + Σ_j A_ej a_jt."""
+    sources = keys + torch.einsum("ej,ejtd->etd", alpha.to(keys), attrs)
+    return {TOKENS: _System(keys.flatten(0, 1), sources.flatten(0, 1), preserve)}
+
+
 def _debias_validate(concepts, attributes, desired_ratios, max_iterations) -> None:
     require_nonempty(concepts, "concepts")
     require_nonempty(attributes, "attributes")
@@ -357,7 +382,8 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
                max_iterations: int = 30, max_diff: float = 0.05, lamb: float = 0.5, edit_scale: float = 1.0,
                preserve_scale: float = 1.0, preserve_concepts: str | Sequence[str] = (),
                max_sequence_length: int | None = None, progress: bool = True,
-               gain: float = 1.0, attribute_texts: str | Sequence[str] | None = None) -> tuple[Delta, list[dict]]:
+               gain: float = 1.0, attribute_texts: str | Sequence[str] | None = None,
+               token_mode: str = "last") -> tuple[Delta, list[dict]]:
     """UCE debias, the new iterative procedure (editors.md §1.6), an integral controller.
 
     `gain` scales each update, A += gain·d. UCE's code uses 1; a steep model (the toy) overshoots
@@ -371,6 +397,12 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
     texts whose embeddings serve as the a_j, one per attribute. Old UCE embedded phrases ("image of
     female"); a model whose captions only ever use a word inside a phrase (the toy says "a woman",
     never a bare "female") needs such phrases for a meaningful direction.
+
+    `token_mode="window"` (SD1.x/SDXL) uses the paper-era multi-token semantics: every token of
+    the concept's window (its last sub-word, EOS and the pads) is an edited key, its source the
+    same token plus Σ_j A_ej times the aligned token of attribute text j; preserve texts use all
+    tokens. The pads carry the whole prompt through a causal encoder, so a model that reads its
+    subject from them (the toy) moves only in this mode.
 
     Iteration t: load the current weights; for each concept e, `images = generate(pipe, e)`,
     `labels = classify(images)`, frac_j = share of label a_j; d_j = r*_j − frac_j (0 once within
@@ -388,8 +420,16 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         raise ValueError(f"attribute_texts {texts} must give one text per attribute {attributes}")
     preserves = split_concepts(preserve_concepts)
     _debias_validate(concepts, attributes, desired_ratios, max_iterations)
+    if token_mode not in ("last", "window"):
+        raise ValueError(f"token_mode must be 'last' or 'window', got {token_mode!r}")
+    if token_mode == "window" and model_family(pipe) == "flux":
+        raise ValueError("token_mode='window' is for SD1.x/SDXL UNets; FLUX supports only 'last'")
     check_concepts_fit(pipe, concepts + texts + preserves, max_sequence_length)
-    emb = concept_embeddings(pipe, concepts + texts + preserves, "last", max_sequence_length)
+    if token_mode == "window":
+        win_keys, win_attrs = _debias_windows(pipe, concepts, texts)
+        win_preserve = concept_embeddings(pipe, preserves, "window")[TOKENS].flatten(0, 1) if preserves else None
+    else:
+        emb = concept_embeddings(pipe, concepts + texts + preserves, "last", max_sequence_length)
 
     alpha = torch.zeros(len(concepts), len(attributes))
     delta: Delta = {}
@@ -407,7 +447,10 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         if all(done for _, done in gaps):
             break
         alpha += gain * torch.tensor([d for d, _ in gaps])  # A(t) = gain · Σ_{s≤t} d(s)
-        systems = _debias_systems(emb, len(concepts), len(attributes), alpha, bool(preserves))
+        if token_mode == "window":
+            systems = _debias_window_systems(win_keys, win_attrs, alpha, win_preserve)
+        else:
+            systems = _debias_systems(emb, len(concepts), len(attributes), alpha, bool(preserves))
         delta = _solve_modules(pipe, systems, lamb, edit_scale, preserve_scale)
     log[best[2]]["selected"] = True
     return best[1], log
