@@ -24,7 +24,7 @@ UCE_ERASE_KEYS = ("edit_concepts", "guide_concepts", "preserve_concepts", "lamb"
 UCE_DEBIAS_KEYS = ("concepts", "attributes", "desired_ratios", "max_iterations", "max_diff", "lamb", "edit_scale",
                    "preserve_scale", "preserve_concepts", "gain", "attribute_texts",
                    "token_mode")
-REFACT_KEYS = ("position", "v_lr", "v_max_grad_steps", "v_prob_threshold", "v_weight_decay", "clamp_norm_factor",
+REFACT_KEYS = ("position", "templates", "v_lr", "v_max_grad_steps", "v_prob_threshold", "v_weight_decay", "clamp_norm_factor",
                "seed")
 # The toy oracle's gender words -> UCE's attribute words.
 ORACLE_GENDER = {"man": "male", "woman": "female"}
