@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from editrobust.metrics import gender_delta
 from editrobust.metrics.rates import as_bool
@@ -125,6 +126,7 @@ def build(spec: Mapping, paths: Sequence[str], root: str | Path = ".") -> tuple[
         ax.plot(line["step"], line["value"], marker="o", ms=4, label=names.get(f, f))
         if spec["ci"]:
             ax.fill_between(line["step"], line["lo"], line["hi"], alpha=0.15)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel(Y_LABELS.get(spec["metric"], spec["metric"]))
     ax.legend(fontsize=8)
