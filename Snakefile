@@ -19,6 +19,9 @@ if not workflow.overwrite_configfiles:
     workflow.configfile("config/config.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/edit.smk"
@@ -27,6 +30,7 @@ include: "workflow/rules/promptsets.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/report.smk"
 
 
 localrules:

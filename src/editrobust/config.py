@@ -110,6 +110,7 @@ def _cross_reference_problems(config: dict) -> list[str]:
                                f"model {m!r} is not one")
     out += finetune_problems(config)
     out += _table_problems(config)
+    out += _report_problems(config)
     return out
 
 
@@ -118,6 +119,13 @@ def _table_problems(config: dict) -> list[str]:
     from editrobust.tables.spec import table_problems
 
     return table_problems(config)
+
+
+def _report_problems(config: dict) -> list[str]:
+    # --- report stage: figures and annotation kits (editrobust.report) ---
+    from editrobust.report.spec import figure_problems, kit_problems
+
+    return figure_problems(config) + kit_problems(config)
 
 
 def _scoring_reference_problems(config: dict) -> list[str]:

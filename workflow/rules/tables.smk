@@ -35,7 +35,7 @@ rule make_table:
     input:
         table_inputs,
     output:
-        csv="results/tables/{table}.csv",
+        csv=report("results/tables/{table}.csv", caption="../report/table.rst", category="Tables"),
         md="results/tables/{table}.md",
         tex="results/tables/{table}.tex",
     params:

@@ -1,0 +1,101 @@
+"""Comparison grids: the same prompt and seed drawn by M, M_ed, M_ft and M_ed_ft, side by side.
+
+One row per (fine-tuner, image) and always four columns, so a reader compares an image with its
+edited, fine-tuned, and edited-then-fine-tuned counterparts from the same starting noise (the
+pairing of sampling.py). M and M_ed repeat in every fine-tuner's rows: the row stays readable on
+its own. The images shown are `images` ([{prompt_id, seed}]) or, by default, the first seed of
+`count` prompts spread evenly over the promptset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from editrobust.io import load_image
+
+from .spec import FigureInputError, grid_variants, samples_index
+
+COLUMNS = ("M", "M_ed", "M_ft", "M_ed_ft")
+CELL_INCHES = 1.7
+
+
+def read_index(path) -> pd.DataFrame:
+    try:
+        index = pd.read_csv(path, dtype={"prompt_id": str})
+    except FileNotFoundError:
+        raise FigureInputError(f"samples index not found: {path}") from None
+    missing = [c for c in ("prompt_id", "seed", "file") if c not in index.columns]
+    if missing:
+        raise FigureInputError(f"{path}: missing column(s) {', '.join(missing)}")
+    return index
+
+
+def select_images(index: pd.DataFrame, images: Sequence[Mapping] | None, count: int, where: str) -> list[tuple[str, int]]:
+    """(prompt_id, seed) pairs to show: the given ones (each must exist), or the first seed of
+    `count` prompts evenly spaced over the index's prompts."""
+    keys = set(zip(index["prompt_id"], index["seed"].astype(int)))
+    if images:
+        chosen = [(str(i["prompt_id"]), int(i["seed"])) for i in images]
+        unknown = [k for k in chosen if k not in keys]
+        if unknown:
+            raise FigureInputError(f"{where}: no image for (prompt_id, seed) {unknown[:5]}")
+        return chosen
+    prompts = list(pd.unique(index["prompt_id"]))
+    picks = np.unique(np.linspace(0, len(prompts) - 1, num=min(count, len(prompts))).round().astype(int))
+    out = []
+    for i in picks:
+        seeds = index.loc[index["prompt_id"] == prompts[i], "seed"].astype(int)
+        out.append((prompts[i], int(seeds.min())))
+    return out
+
+
+def _image_path(index: pd.DataFrame, index_path: Path, key: tuple[str, int]) -> Path:
+    row = index[(index["prompt_id"] == key[0]) & (index["seed"].astype(int) == key[1])]
+    if row.empty:
+        raise FigureInputError(f"{index_path}: no image for prompt_id {key[0]!r}, seed {key[1]} "
+                               "(the grid's variants must share their prompts and seeds)")
+    return index_path.parent / row["file"].iloc[0]
+
+
+def build(spec: Mapping, paths: Sequence[str], root: str | Path = ".") -> tuple[Figure, pd.DataFrame]:
+    """The grid figure and one row per cell (finetuner, prompt_id, seed, column, variant, file).
+
+    `paths` are the figure's inputs (spec.input_paths), possibly under `root`.
+    """
+    root = Path(root)
+    model, promptset = spec["model"], spec["promptset"]
+    by_variant = {}
+    for f in spec["finetuners"]:
+        for variant in grid_variants(spec, f).values():
+            path = root / samples_index(model, variant, promptset)
+            if variant not in by_variant:
+                by_variant[variant] = (read_index(path), path)
+    base_index, base_path = by_variant["base"]
+    keys = select_images(base_index, spec.get("images"), spec["count"], str(base_path))
+    names = spec.get("names", {})
+    rows = [(f, key) for f in spec["finetuners"] for key in keys]
+    fig = Figure(figsize=(CELL_INCHES * len(COLUMNS) + 1.2, CELL_INCHES * len(rows) + 0.6))
+    axes = fig.subplots(len(rows), len(COLUMNS), squeeze=False)
+    cells = []
+    for r, (f, key) in enumerate(rows):
+        for c, (column, variant) in enumerate(grid_variants(spec, f).items()):
+            index, index_path = by_variant[variant]
+            image_path = _image_path(index, index_path, key)
+            ax = axes[r][c]
+            ax.imshow(load_image(image_path), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(column, fontsize=10)
+            if c == 0:
+                ax.set_ylabel(f"{names.get(f, f)}\n{key[0]}, seed {key[1]}", fontsize=7)
+            cells.append(dict(finetuner=f, prompt_id=key[0], seed=key[1], column=column, variant=variant,
+                              file=str(image_path.relative_to(root))))
+    title = spec.get("title") or f"{spec['editor']} on {promptset} ({model})"
+    fig.suptitle(title, fontsize=11)
+    return fig, pd.DataFrame(cells)
