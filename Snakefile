@@ -20,6 +20,7 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/downloads.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/edit.smk"
 include: "workflow/rules/finetune.smk"
