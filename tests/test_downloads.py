@@ -222,3 +222,24 @@ def test_config_paths_depend_on_their_download():
     assert D.download_for_path("resources/datasets/naruto/data", downloads) == "resources/datasets/naruto/manifest.json"
     assert D.download_for_path("resources/datasets/other/x.csv", downloads) is None
     assert D.download_for_path("data/road.csv", downloads) is None
+
+
+def test_config_names_what_a_download_reference_gets_wrong(repo):
+    from editrobust.config import ConfigError, load_yaml, validate_config
+
+    config = load_yaml(repo / "config" / "paper.yaml")
+    config["promptsets"]["i2p50"]["download"] = "coco_captions"  # wrong kind
+    config["downloads"]["coco_images"]["promptset"] = "professions"  # not a coco promptset
+    config["editors"]["refact_app_00"]["statistics"] = "wikitext"  # no such download
+    del config["editors"]["debias"]["clip_model"]
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    message = str(err.value)
+    assert "promptsets.i2p50.download: download 'coco_captions' is of kind 'coco_captions', 'i2p' is needed" in message
+    assert "downloads.coco_images.promptset: 'professions' is not a promptset of source coco" in message
+    assert "editors.refact_app_00.statistics: unknown download 'wikitext'" in message
+    assert "editors.debias.clip_model: the CLIP classifier needs a name from clip_models" in message
+    config = load_yaml(repo / "config" / "paper.yaml")
+    config["models"]["sdxl"]["revison"] = "x"
+    with pytest.raises(ConfigError, match=r"models.sdxl.revison: unknown key"):
+        validate_config(config)
