@@ -23,6 +23,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/downloads.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/edit.smk"
 include: "workflow/rules/finetune.smk"

@@ -77,7 +77,7 @@ def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> d
         ev.setdefault("variants", ["base"])
     for quality_set in config.get("quality_sets", {}).values():
         quality_set.setdefault("variants", ["base"])
-    problems = _cross_reference_problems(config) + _scoring_reference_problems(config)
+    problems = _cross_reference_problems(config) + _scoring_reference_problems(config) + download_problems(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return config
@@ -210,4 +210,42 @@ def finetune_problems(config: dict) -> list[str]:
                                                    or ft.get("class_name")):
             out.append(f"finetuners.{name}.dataset: DreamBooth needs a subject dataset (source dreambooth or toy "
                        f"set subject) or a class_name; {ft['dataset']!r} is neither")
+    return out
+
+
+# --- hub models and downloads: names a promptset, editor or download refers to ----------------------
+PROMPTSET_DOWNLOAD_KINDS = {"i2p": "i2p", "coco": "coco_captions"}
+
+
+def download_problems(config: dict) -> list[str]:
+    out = []
+    downloads = config.get("downloads", {})
+    defined = ", ".join(downloads) or "none"
+
+    def check(where: str, name: str, kind: str) -> None:
+        if name not in downloads:
+            out.append(f"{where}: unknown download {name!r} (defined in downloads: {defined})")
+        elif downloads[name]["kind"] != kind:
+            out.append(f"{where}: download {name!r} is of kind {downloads[name]['kind']!r}, {kind!r} is needed")
+
+    for name, ps in config["promptsets"].items():
+        if ps["source"] in PROMPTSET_DOWNLOAD_KINDS:
+            check(f"promptsets.{name}.download", ps["download"], PROMPTSET_DOWNLOAD_KINDS[ps["source"]])
+    for name, dl in downloads.items():
+        if dl["kind"] == "coco_images":
+            ps = config["promptsets"].get(dl["promptset"])
+            if ps is None or ps["source"] != "coco":
+                out.append(f"downloads.{name}.promptset: {dl['promptset']!r} is not a promptset of source coco")
+    clip_models = config.get("clip_models", {})
+    for name, ed in config.get("editors", {}).items():
+        if ed["method"] == "refact" and ed.get("statistics", "toy_captions") != "toy_captions":
+            check(f"editors.{name}.statistics", ed["statistics"], "wikitext103")
+        if ed["method"] == "uce_debias" and ed.get("classifier") == "clip":
+            if ed.get("clip_model") not in clip_models:
+                out.append(f"editors.{name}.clip_model: the CLIP classifier needs a name from clip_models "
+                           f"(got {ed.get('clip_model')!r}; defined: {', '.join(clip_models) or 'none'})")
+            texts = ed.get("classifier_texts")
+            if texts and sorted(texts) != sorted(ed.get("attributes", ["male", "female"])):
+                out.append(f"editors.{name}.classifier_texts: keys {sorted(texts)} must be the attributes "
+                           f"{sorted(ed.get('attributes', ['male', 'female']))}")
     return out

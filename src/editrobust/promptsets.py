@@ -138,6 +138,11 @@ def build_promptset(entry: dict) -> pd.DataFrame:
         df, where = toy_promptset(entry["set"]), f"toy promptset {entry['set']}"
     elif entry["source"] == "road":
         df, where = road_promptset_for(entry["road"]), f"RoAD row {entry['road']}"
+    elif entry["source"] in ("i2p", "coco"):  # sampled from a download (editrobust.data.downloads)
+        from editrobust.data import downloads
+
+        build = downloads.i2p_promptset if entry["source"] == "i2p" else downloads.coco_promptset
+        df, where = build(entry), f"{entry['source']} promptset from downloads.{entry['download']}"
     else:
         return load_promptset_csv(entry["path"])
     return validate_promptset(df, where)

@@ -26,6 +26,9 @@ class SamplingSettings:
     width: int | None = None
     batch_size: int = 32
     negative_prompt: str | None = None
+    # FLUX only: T5 prompt length (schnell: <= 256). None: min(tokenizer_2 length, 512), the length
+    # the UCE editor embeds concepts with, since T5 runs without a mask and padding changes embeddings.
+    max_sequence_length: int | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SamplingSettings":
@@ -68,6 +71,8 @@ def generate(pipe, prompts: list[str], seeds: list[int], settings: SamplingSetti
         gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds[start:start + settings.batch_size]]
         kwargs = dict(prompt=bp, num_inference_steps=settings.steps, guidance_scale=settings.guidance,
                       generator=gens, height=h, width=w, output_type="np")
+        if getattr(pipe, "transformer", None) is not None and getattr(pipe, "tokenizer_2", None) is not None:
+            kwargs["max_sequence_length"] = settings.max_sequence_length or min(pipe.tokenizer_2.model_max_length, 512)
         if settings.negative_prompt is not None:
             kwargs["negative_prompt"] = [settings.negative_prompt] * len(bp)
         images = pipe(**kwargs).images

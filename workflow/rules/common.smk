@@ -47,9 +47,11 @@ def promptset_inputs(wildcards):
     """A CSV promptset's file (or a RoAD file) is an input, so editing it re-runs its samples."""
     entry = config["promptsets"][wildcards.promptset]
     if entry["source"] == "csv":
-        return [entry["path"]]
+        return [via_downloads(entry["path"])]
     if entry["source"] == "road" and entry["road"]["file"] != "toy":
-        return [entry["road"]["file"]]
+        return [via_downloads(entry["road"]["file"])]
+    if "download" in entry:  # i2p, coco: sampled from a download
+        return [manifest_path(entry["download"])]
     return []
 
 
@@ -97,7 +99,7 @@ def edit_inputs(wildcards):
     if entry["method"] == "refact":
         out["stats"] = refact_statistic_path(wildcards.model, wildcards.editor)
         if entry["road"]["file"] != "toy":
-            out["road"] = entry["road"]["file"]
+            out["road"] = via_downloads(entry["road"]["file"])
     return out
 
 

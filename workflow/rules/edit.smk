@@ -5,6 +5,7 @@ rule refact_statistic:
     """ReFACT's second moment of fc2 inputs: once per (model, layer, corpus), shared by every edit."""
     input:
         "results/models/{model}/base/variant.json",
+        corpus=refact_corpus_inputs,
     output:
         "results/stats/{model}/fc2_second_moment_L{layer}_{corpus}.safetensors",
     log:
@@ -25,6 +26,7 @@ rule edit_model:
         editor=editor_slice,
         sampling=sampling_settings_slice,
         device=config["device"],
+        clip_model=debias_clip_slice,
     log:
         "logs/edit_model/{model}/{editor}.log",
     benchmark:

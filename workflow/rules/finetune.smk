@@ -8,7 +8,7 @@ rule cache_latents:
     """A dataset's VAE posteriors (mean, logvar, mirrored too): once per (model, dataset)."""
     input:
         base="results/models/{model}/base/variant.json",
-        data=lambda w: dataset_inputs(config["datasets"][w.dataset]),
+        data=lambda w: sorted({via_downloads(p) for p in dataset_inputs(config["datasets"][w.dataset])}),
     output:
         "results/cache/{model}/latents_{dataset}.safetensors",
     params:

@@ -1,7 +1,9 @@
-# Base models: train the toy model, or register a local diffusers directory.
+# Base models: train the toy model, or register a local diffusers directory or a hub snapshot.
 
 
 rule prepare_base_model:
+    input:
+        unpack(base_model_inputs),
     output:
         "results/models/{model}/base/variant.json",
     params:

@@ -96,7 +96,7 @@ def quality_inputs(wildcards):
     out = {"index": f"results/samples/{image_set}/index.csv"}
     if entry.get("fid") is not None:
         ref = entry["reference"]
-        out["reference"] = ref["path"] if ref["source"] == "dir" else f"results/references/{wildcards.quality_set}"
+        out["reference"] = via_downloads(ref["path"]) if ref["source"] == "dir" else f"results/references/{wildcards.quality_set}"
     if entry.get("clip_score") is not None:
         out["embeddings"] = f"results/embeddings/{image_set}/{entry['clip_score']['clip_model']}.safetensors"
     return out

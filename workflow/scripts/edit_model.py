@@ -15,4 +15,5 @@ run_edit(
     road_row=resolve_road_row(entry["road"]) if "road" in entry else None,
     stats=snakemake.input.get("stats"),
     device=str(pick_device(snakemake.params.device)),
+    clip_model=param_json(snakemake, "clip_model") if snakemake.params.clip_model else None,
 )

@@ -8,4 +8,5 @@ prepare_base_model(
     snakemake.wildcards.model,
     param_json(snakemake, "model"),
     out_dir=Path(snakemake.output[0]).parent,
+    snapshot_json=snakemake.input.get("snapshot"),
 )

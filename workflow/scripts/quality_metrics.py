@@ -10,8 +10,11 @@ from editrobust.scoring.quality import quality_table
 log = setup_job(snakemake)
 entry = param_json(snakemake, "quality_set")
 index_csv = Path(snakemake.input.index)
+reference = snakemake.input.get("reference")
+if reference and Path(reference).name == "manifest.json":  # a download's manifest: its folder holds the images
+    reference = str(Path(reference).parent)
 table = quality_table(pd.read_csv(index_csv), index_csv.parent, entry,
-                      reference_dir=snakemake.input.get("reference"), embeddings=snakemake.input.get("embeddings"),
+                      reference_dir=reference, embeddings=snakemake.input.get("embeddings"),
                       device=str(pick_device(snakemake.params.device)))
 log.info("%s", table.to_string(index=False))
 write_csv(snakemake.output[0], table)

@@ -60,7 +60,10 @@ def run_finetune(parent_dir: str | Path, finetuner: str, entry: dict, dataset: d
         raise ValueError(f"{out_dir}: a variant's parent must be its sibling, got {parent_dir}")
     method = make_method(entry)
     cache = load_latent_cache(cache_path)
-    pipe = load_pipeline(parent_dir, device=device)
+    import torch
+
+    # Training runs in float32 whatever dtype the model is sampled in (models.<name>.dtype).
+    pipe = load_pipeline(parent_dir, device=device, dtype=torch.float32)
     check_vae_unchanged(parent_dir)
     info = dict(parent=parent_dir.name, kind="finetune", method=method.name, finetuner=finetuner,
                 params=method.params, dataset=dict(dataset, cache=cache.meta), steps=int(method.params["steps"]),

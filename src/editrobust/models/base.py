@@ -14,8 +14,10 @@ from editrobust.sampling import SamplingSettings
 log = logging.getLogger(__name__)
 
 
-def prepare_base_model(name: str, entry: dict, out_dir: str | Path, log_dir: str | Path | None = None) -> dict:
-    """Write `out_dir` (atomically) with the base variant of model `name`; returns variant.json."""
+def prepare_base_model(name: str, entry: dict, out_dir: str | Path, log_dir: str | Path | None = None,
+                       snapshot_json: str | Path | None = None) -> dict:
+    """Write `out_dir` (atomically) with the base variant of model `name`; returns variant.json.
+    A hub model's snapshot record (`snapshot_hub_model`) is `snapshot_json`."""
     out_dir = Path(out_dir)
     if entry["kind"] == "toy":
         return _prepare_toy(name, entry, out_dir)
@@ -28,7 +30,55 @@ def prepare_base_model(name: str, entry: dict, out_dir: str | Path, log_dir: str
             write_json(tmp / VARIANT_FILE, info)
         log.info("registered local pipeline %s (%d files)", src, len(info["source"]["checksums"]))
         return info
+    if entry["kind"] == "hub":
+        return _prepare_hub(name, entry, out_dir, snapshot_json)
     raise ValueError(f"models.{name}.kind: unknown kind {entry['kind']!r}")
+
+
+def snapshot_hub_model(name: str, entry: dict, out_json: str | Path) -> dict:
+    """Snapshot a `kind: hub` model's pinned repo (and optional replacement VAE) into the local
+    cache (editrobust.hub), verify it, and write what was found to `out_json`: the resolved commit,
+    the snapshot's path and every file's sha256. The only step that may use the network."""
+    from editrobust import hub
+    from editrobust.io import atomic_path
+
+    owner = f"models.{name}"
+    if not hub.COMMIT.match(entry["revision"]):
+        log.warning("%s.revision %r is not a commit sha: the snapshot's commit is recorded, pin it for reproducibility",
+                    owner, entry["revision"])
+    path = hub.snapshot(entry["hub_id"], entry["revision"], owner=owner, pipeline=True, variant=entry.get("variant"))
+    check_local_pipeline_dir(path)
+    info = dict(type="hub", variant=entry.get("variant"), **hub.describe_snapshot(entry["hub_id"], entry["revision"], path))
+    if entry.get("vae"):
+        vae = entry["vae"]
+        vae_path = hub.snapshot(vae["hub_id"], vae["revision"], owner=f"{owner}.vae",
+                                allow_patterns=["config.json", "*.safetensors"],
+                                ignore_patterns=[f"*.{v}.safetensors" for v in hub.WEIGHT_VARIANTS])
+        info["vae"] = hub.describe_snapshot(vae["hub_id"], vae["revision"], vae_path)
+    with atomic_path(out_json) as tmp:
+        write_json(tmp, info)
+    log.info("%s: %s at commit %s (%d files) in %s", owner, entry["hub_id"], info["revision"],
+             len(info["checksums"]), path)
+    return info
+
+
+def _prepare_hub(name: str, entry: dict, out_dir: Path, snapshot_json: str | Path | None) -> dict:
+    """The base variant of a hub model: variant.json pointing at the verified snapshot (used in
+    place, like `kind: path`), with its resolved commit and checksums."""
+    import json
+
+    if snapshot_json is None:
+        raise ValueError(f"models.{name}: a hub model needs its snapshot record (rule snapshot_hub_model)")
+    source = json.loads(Path(snapshot_json).read_text())
+    if source.get("hub_id") != entry["hub_id"] or source.get("requested_revision") != entry["revision"]:
+        raise ValueError(f"{snapshot_json}: snapshot of {source.get('hub_id')}@{source.get('requested_revision')}, "
+                         f"but models.{name} asks for {entry['hub_id']}@{entry['revision']}")
+    check_local_pipeline_dir(source["path"])
+    info = dict(name=name, kind="base", parent=None, method=None, params=entry, source=source,
+                versions=library_versions())
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / VARIANT_FILE, info)
+    return info
 
 
 def _prepare_toy(name: str, entry: dict, out_dir: Path) -> dict:

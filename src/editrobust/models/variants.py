@@ -73,7 +73,7 @@ def pipeline_dir(variant_dir: str | Path) -> Path:
     if info["kind"] != "base":
         raise ValueError(f"{variant_dir} is a {info['kind']} variant, not a base model")
     src = info.get("source", {})
-    return Path(src["path"]) if src.get("type") == "path" else variant_dir
+    return Path(src["path"]) if src.get("type") in ("path", "hub") else variant_dir
 
 
 def write_delta_variant(out_dir: str | Path, delta: dict, info: dict) -> dict:
@@ -153,6 +153,15 @@ def fuse_lora_adapter(pipe, variant_dir: str | Path, adapter: dict):
     return pipe
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def base_dtype(info: dict) -> torch.dtype | None:
+    """The dtype a hub model is loaded in (`models.<name>.dtype`); None = the files' own."""
+    name = (info.get("params") or {}).get("dtype")
+    return DTYPES[name] if name else None
+
+
 def _load_base(variant_dir: Path, dtype: torch.dtype | None):
     import transformers
     from diffusers import DiffusionPipeline
@@ -163,8 +172,19 @@ def _load_base(variant_dir: Path, dtype: torch.dtype | None):
     transformers.utils.logging.disable_progress_bar()
 
     kwargs = dict(use_safetensors=True, local_files_only=True)
+    source = read_variant(variant_dir).get("source", {})
+    if dtype is None and source.get("type") == "hub":
+        dtype = base_dtype(read_variant(variant_dir))
     if dtype is not None:
         kwargs["torch_dtype"] = dtype
+    if source.get("variant"):
+        kwargs["variant"] = source["variant"]
+    if source.get("vae"):
+        # e.g. SDXL with madebyollin/sdxl-vae-fp16-fix: the VAE SDXL's own decodes to NaN in fp16
+        from diffusers import AutoencoderKL
+
+        kwargs["vae"] = AutoencoderKL.from_pretrained(source["vae"]["path"], use_safetensors=True,
+                                                      local_files_only=True, torch_dtype=dtype)
     pipe = DiffusionPipeline.from_pretrained(pipeline_dir(variant_dir), **kwargs)
     if hasattr(pipe, "safety_checker"):
         pipe.safety_checker = None  # scorers judge safety themselves; never black out images
