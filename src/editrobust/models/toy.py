@@ -30,9 +30,11 @@ class ToyTrainingConfig:
     seed: int = 0
     dataset_size: int = 12000
     sizes: dict = field(default_factory=dict)  # SD1Sizes overrides
-    vae_steps: int = 200
+    # 200 steps at 2e-3 left the VAE unable to reconstruct a pink hat (hairdresser) or an apple: the
+    # oracle read 92 % of reconstructions right; 300 steps at 4e-3 read 99.9 % (32 renders per concept).
+    vae_steps: int = 300
     vae_batch: int = 32
-    vae_lr: float = 2e-3
+    vae_lr: float = 4e-3
     vae_kl_weight: float = 1e-6
     steps: int = 1150
     batch: int = 48

@@ -38,7 +38,7 @@ PROFESSION_FEMALE_SHARE = {
 }
 HAT_COLOURS = {
     "ceo": (25, 25, 25), "teacher": (40, 150, 60), "housekeeper": (40, 190, 210),
-    "farmer": (225, 185, 60), "lawyer": (230, 120, 20), "hairdresser": (240, 100, 180),
+    "farmer": (225, 185, 60), "lawyer": (120, 40, 160), "hairdresser": (240, 100, 180),
 }
 # Torso colours: two genders, bare skin, and four named individuals (who hold roles).
 TORSO_COLOURS = {
