@@ -66,6 +66,23 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
     assert target.stat().st_mode & 0o777 == 0o777 & ~mask
 
 
+def test_temporary_files_of_a_killed_write_are_removed_by_the_next_write(tmp_path):
+    # what SIGKILL leaves: a temp dir/file next to the output (no `except` block ran)
+    (tmp_path / ".out.abcd1234.tmp").mkdir()
+    (tmp_path / ".out.abcd1234.tmp" / "half.png").write_bytes(b"x")
+    (tmp_path / ".t.csv.zz_99xyz.tmp").write_text("a,")
+    keep = [tmp_path / ".out.other.name.tmp", tmp_path / ".out.x.csv.abcd1234.tmp"]  # not this output's temps
+    for p in keep:
+        p.write_text("")
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a.png").write_bytes(b"a")
+    with atomic_dir(tmp_path / "out") as tmp:  # replacing an existing directory
+        (tmp / "b.png").write_bytes(b"b")
+    write_csv(tmp_path / "t.csv", pd.DataFrame({"a": [1]}))
+    assert sorted(os.listdir(tmp_path)) == sorted(["out", "t.csv", *(p.name for p in keep)])
+    assert os.listdir(tmp_path / "out") == ["b.png"]
+
+
 def test_corrupt_image_error_names_the_file(tmp_path):
     good = tmp_path / "good.png"
     save_png(good, np.zeros((4, 4, 3), np.uint8))

@@ -89,7 +89,7 @@ def load_promptset_csv(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={"prompt_id": str, "prompt": str}, keep_default_na=False, na_values=[""])
     except FileNotFoundError:
         raise PromptsetError(f"promptset file not found: {path}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise PromptsetError(f"{path}: malformed CSV: {e}") from None
     return validate_promptset(df, str(path))
 

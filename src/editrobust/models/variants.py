@@ -50,6 +50,8 @@ def read_variant(variant_dir: str | Path) -> dict:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"not a model variant (no {VARIANT_FILE}): {variant_dir}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a readable {VARIANT_FILE}: {e}") from None
 
 
 def check_local_pipeline_dir(path: str | Path) -> Path:
@@ -96,7 +98,16 @@ def read_delta(variant_dir: str | Path) -> dict:
 
     variant_dir = Path(variant_dir)
     info = read_variant(variant_dir)
-    return {c: load_file(variant_dir / f"{c}.safetensors") for c in info["components"]}
+    out = {}
+    for c in info["components"]:
+        path = variant_dir / f"{c}.safetensors"
+        try:
+            out[c] = load_file(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{variant_dir}: delta file {path.name} listed in {VARIANT_FILE} is missing") from None
+        except Exception as e:  # safetensors raises its own error type for a damaged file
+            raise ValueError(f"{path}: not a readable safetensors file: {e}") from None
+    return out
 
 
 def variant_chain(variant_dir: str | Path) -> list[Path]:
