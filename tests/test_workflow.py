@@ -55,11 +55,12 @@ def test_nothing_to_do_on_rerun(nano_run, repo, snakemake_exe):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def _dry_run_jobs(snakemake_exe, repo, workdir, cfg, tmp_path) -> dict:
-    """{rule: job count} that a dry run with `cfg` schedules."""
+def _dry_run_jobs(snakemake_exe, repo, workdir, cfg, tmp_path, *targets) -> dict:
+    """{rule: job count} that a dry run with `cfg` schedules (for `targets`, default the `all` rule)."""
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    out = run(snakemake_exe, repo, workdir, "-n", "--quiet", "rules", configfile=changed).stdout
+    extra = ("--", *targets) if targets else ()
+    out = run(snakemake_exe, repo, workdir, "-n", "--quiet", "rules", *extra, configfile=changed).stdout
     jobs = {}
     for line in out.splitlines():
         parts = line.split()

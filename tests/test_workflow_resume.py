@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_workflow import run
+from test_workflow import _dry_run_jobs, run
 
 pytestmark = pytest.mark.workflow
 
@@ -210,15 +210,7 @@ def test_a_run_killed_twice_resumes_to_the_bytes_of_a_clean_run(runs):
 # --------------------------------------------------------------------------- incremental re-runs
 def scheduled(snakemake_exe, repo, work, cfg, tmp_path) -> dict:
     """{rule: job count} a dry run of the tables schedules with config `cfg`."""
-    changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
-    out = run(snakemake_exe, repo, work, "-n", "--quiet", "rules", "--", TARGET, configfile=changed).stdout
-    jobs = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
-            jobs[parts[0]] = int(parts[1])
-    return jobs
+    return _dry_run_jobs(snakemake_exe, repo, work, cfg, tmp_path, TARGET)
 
 
 def test_nothing_is_scheduled_when_nothing_changed(reference, repo, snakemake_exe, tmp_path):
