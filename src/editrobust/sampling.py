@@ -18,6 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 @dataclass
 class SamplingSettings:
     steps: int = 20
@@ -29,6 +32,11 @@ class SamplingSettings:
     # FLUX only: T5 prompt length (schnell: <= 256). None: min(tokenizer_2 length, 512), the length
     # the UCE editor embeds concepts with, since T5 runs without a mask and padding changes embeddings.
     max_sequence_length: int | None = None
+    # Precision and memory of the sampling stage (see configure_for_sampling).
+    dtype: str = "float32"
+    attention_slicing: bool | str | int = False  # False, "auto", "max" or a slice size
+    vae_slicing: bool = False
+    vae_tiling: bool = False
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SamplingSettings":
@@ -36,6 +44,34 @@ class SamplingSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"sampling.dtype: unknown dtype {name!r} (choose from {', '.join(DTYPES)})") from None
+
+
+def configure_for_sampling(pipe, settings: SamplingSettings):
+    """Apply the memory options of `settings` to a loaded pipeline (in place; returns it).
+
+    Attention slicing computes attention a slice of heads at a time (less peak memory, slower than
+    PyTorch's fused attention, which it replaces); VAE slicing decodes a batch one image at a time
+    and VAE tiling decodes large images in overlapping tiles. Slicing leaves images unchanged up
+    to float rounding; tiling can change pixels near tile seams. The dtype is chosen when the
+    pipeline is loaded (`load_pipeline(..., dtype=torch_dtype(settings.dtype))`).
+    """
+    if settings.attention_slicing is not False:
+        if not any(hasattr(m, "set_attention_slice") for m in pipe.components.values()):
+            raise ValueError(f"sampling.attention_slicing: {type(pipe).__name__} has no sliceable attention "
+                             "(a UNet pipeline such as SD1.x or SDXL has); remove the option")
+        pipe.enable_attention_slicing("auto" if settings.attention_slicing is True else settings.attention_slicing)
+    if settings.vae_slicing:
+        pipe.vae.enable_slicing()
+    if settings.vae_tiling:
+        pipe.vae.enable_tiling()
+    return pipe
 
 
 def pick_device(requested: str = "auto") -> torch.device:

@@ -10,7 +10,7 @@ import pandas as pd
 from editrobust.io import atomic_dir, save_png, write_csv
 from editrobust.models.variants import load_pipeline
 from editrobust.promptsets import expand_images, validate_promptset
-from editrobust.sampling import SamplingSettings, generate, pick_device
+from editrobust.sampling import SamplingSettings, configure_for_sampling, generate, pick_device, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,8 @@ def sample_promptset(variant_dir, promptset_csv, promptset: dict, sampling: dict
     index = expand_images(prompts, promptset.get("images_per_prompt", 32), promptset.get("seed_offset", 0))
     settings = SamplingSettings.from_dict(sampling.get("sampling"))
     device = pick_device(sampling.get("device", "auto"))
-    pipe = load_pipeline(variant_dir, device=device)
+    pipe = configure_for_sampling(load_pipeline(variant_dir, device=device, dtype=torch_dtype(settings.dtype)),
+                                  settings)
     log.info("%d images (%d prompts) on %s, %s", len(index), len(prompts), device, settings)
     images = generate(pipe, index["prompt"].tolist(), index["seed"].tolist(), settings)
     with atomic_dir(out_dir) as tmp:
