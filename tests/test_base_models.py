@@ -68,8 +68,9 @@ def test_nan_loss_stops_training_with_a_clear_error(monkeypatch):
 
     images_to_tensor = toy.images_to_tensor
     monkeypatch.setattr(toy, "images_to_tensor", poisoned)
+    # no subject renders: every VAE batch then holds a poisoned image
     cfg = ToyTrainingConfig.from_dict({"dataset_size": 4, "vae_steps": 3, "vae_batch": 4, "text_pretrain_steps": 0,
-                                       "steps": 1, "batch": 4,
+                                       "steps": 1, "batch": 4, "vae_subject_images": 0,
                                        "sizes": TINY_SIZES})
     with pytest.raises(FloatingPointError, match="toy VAE: loss became nan"):
         train_toy_pipeline(cfg)
