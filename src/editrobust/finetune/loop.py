@@ -188,6 +188,8 @@ def train(pipe, method: Method, cache: LatentCache, out_dir: str | Path, state_d
     total = int(p["steps"])
     save_at = set(checkpoint_steps(p))
     t0, t_last, done_since = time.time(), time.time(), 0
+    log.info("fine-tune %s with %s: %d steps, %d trainable tensors, on %s", variant, method.name, total,
+             len(named), device)
     try:
         for step in tqdm(range(start, total), desc=f"fine-tune {variant}", initial=start, total=total, mininterval=5):
             latents, prompts = method.batch(cache, generator)
