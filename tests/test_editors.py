@@ -297,6 +297,36 @@ def test_uce_debias_window_mode_edits_every_aligned_token(sd1):
         uce_debias(sd1, ["doctor"], token_mode="words", classify=lambda i: i, generate=lambda p, c: [])
 
 
+@pytest.mark.parametrize("token_mode", ["last", "window"])
+def test_uce_debias_edit_templates_edit_every_templated_prompt(sd1, token_mode):
+    # Each template adds the templated concept as a key, its source shifted by the same A along the
+    # equally templated attribute texts: "a photo of doctor" -> W0(c + A·(a photo of a man, ...)).
+    answers = iter([["male"] * 8 + ["female"] * 2, ["male"] * 5 + ["female"] * 5])
+    templates = ["{}", "a photo of {}"]
+    delta, _ = uce_debias(sd1, ["doctor"], attribute_texts=["a man", "a woman"], lamb=1e-4, token_mode=token_mode,
+                          edit_templates=templates, classify=lambda images: images,
+                          generate=lambda pipe, c: next(answers), max_iterations=2, progress=False)
+    m = next(m for m in uce_modules(sd1) if m.name.endswith("to_v"))
+    W0 = sd1.unet.get_submodule(m.name).weight.detach()
+    for t in templates:
+        texts = [t.format(x) for x in ("doctor", "a man", "a woman")]
+        if token_mode == "last":
+            c, a_man, a_woman = concept_embeddings(sd1, texts)[TOKENS]
+        else:
+            seq = concept_embeddings(sd1, texts, "window")[TOKENS]
+            last = [len(sd1.tokenizer(x).input_ids) - 2 for x in texts]
+            n = seq.shape[1] - max(last)
+            c, a_man, a_woman = (seq[i, last[i]:last[i] + n] for i in range(3))
+        target = (c - 0.3 * a_man + 0.3 * a_woman) @ W0.T
+        got = c @ delta["unet"][m.weight_key].T
+        assert torch.linalg.norm(got - target) / torch.linalg.norm(target) < 2e-3, t
+        # and the template matters: the bare concept's edit alone would not send this key there
+        if t != "{}":
+            assert torch.linalg.norm(c @ W0.T - target) / torch.linalg.norm(target) > 1e-2
+    with pytest.raises(ValueError, match="exactly one"):
+        uce_debias(sd1, ["doctor"], edit_templates=["a photo of"], classify=lambda i: i, generate=lambda p, c: [])
+
+
 def test_uce_debias_bad_inputs(sd1):
     fake = dict(classify=lambda images: ["male"], generate=lambda pipe, c: [0])
     with pytest.raises(ValueError, match="empty"):

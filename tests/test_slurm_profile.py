@@ -64,21 +64,23 @@ def test_profile_requests_no_global_gpu_limit_and_gives_every_class_runtime_and_
 
 def test_every_rule_that_uses_the_device_requests_one_gpu(repo):
     """A rule passing `device=config["device"]` (or sampling settings, which carry the device) runs
-    torch models there: it must declare `gpu=1`. (prepare_base_model and refact_statistic declare it
+    torch models there: it must declare the GPU token (`gpu=TORCH_GPU`: 1 unless `device: cpu`). (prepare_base_model and refact_statistic declare it
     too: they load whole pipelines, so on a workstation they take the one GPU token as well.)"""
     blocks = rule_blocks(repo)
     uses_device = {name for name, text in blocks.items() if re.search(r"device=|sampling_slice", text)}
-    requests_gpu = {name for name, text in blocks.items() if re.search(r"^\s*gpu=1,?\s*$", text, flags=re.M)}
+    requests_gpu = {name for name, text in blocks.items() if re.search(r"^\s*gpu=TORCH_GPU,?\s*$", text, flags=re.M)}
     assert uses_device and uses_device <= requests_gpu, uses_device - requests_gpu
     assert {"prepare_base_model", "sample_promptset", "edit_model"} <= requests_gpu
     assert "score_images" not in requests_gpu
 
 
-def _dry_run_resources(snakemake_exe, repo, workdir, *targets) -> dict[str, list[dict]]:
-    """{rule: [resources of each job]} from `snakemake -n --workflow-profile profiles/slurm`."""
-    # targets first: `--configfile` takes several values and would swallow them
+def _dry_run_resources(snakemake_exe, repo, workdir, *targets, device="cuda") -> dict[str, list[dict]]:
+    """{rule: [resources of each job]} from `snakemake -n --workflow-profile profiles/slurm`, with
+    the default config on `device` (it says `cpu`: the toy runs on CPUs)."""
+    # targets first: `--configfile` and `--config` take several values and would swallow them
     cmd = [snakemake_exe, *targets, "-s", str(repo / "Snakefile"), "--directory", str(workdir), "-n",
-           "--workflow-profile", str(repo / PROFILE), "--configfile", str(repo / "config/config.yaml")]
+           "--config", f"device={device}", "--workflow-profile", str(repo / PROFILE),
+           "--configfile", str(repo / "config/config.yaml")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     jobs: dict[str, list[dict]] = {}
@@ -101,6 +103,10 @@ def test_dry_run_of_the_default_config_with_the_slurm_profile(repo, snakemake_ex
     assert {"prepare_base_model", "refact_statistic", "edit_model", "cache_latents", "sample_promptset",
             "finetune_full", "finetune_lora_edited", "quality_metrics"} <= gpu_rules
     assert not any(j.get("gpu") for r in jobs.keys() - gpu_rules for j in jobs[r])
+    # on `device: cpu` no job asks for a GPU, and the torch jobs take one thread each
+    cpu_jobs = _dry_run_resources(snakemake_exe, repo, tmp_path, "all", "tables", device="cpu")
+    assert cpu_jobs.keys() == jobs.keys()
+    assert all(j.get("gpu", "0") == "0" for js in cpu_jobs.values() for j in js)
     for rule, rule_jobs in jobs.items():
         if rule in local:
             continue
@@ -123,7 +129,7 @@ def slurm_run(tmp_path_factory, repo, snakemake_exe):
     build_sd1_pipeline(TINY_SIZES, seed=0).save_pretrained(work / "tiny_sd1", safe_serialization=True)
     (work / "prompts.csv").write_text("prompt_id,prompt\np0,a photo of a cat\np1,a photo of a dog\n")
     config = {
-        "device": "cpu",
+        "device": "auto",  # cuda on a cluster's GPU node; here the stand-in runs the jobs on the CPU
         "models": {"tiny": {"kind": "path", "path": str(work / "tiny_sd1"), "family": "sd1",
                             "sampling": {"steps": 1, "batch_size": 2}}},
         "promptsets": {"two": {"source": "csv", "path": str(work / "prompts.csv"), "images_per_prompt": 1}},

@@ -23,7 +23,7 @@ UCE_ERASE_KEYS = ("edit_concepts", "guide_concepts", "preserve_concepts", "lamb"
                   "expand_prompts", "concept_type", "token_mode")
 UCE_DEBIAS_KEYS = ("concepts", "attributes", "desired_ratios", "max_iterations", "max_diff", "lamb", "edit_scale",
                    "preserve_scale", "preserve_concepts", "gain", "attribute_texts",
-                   "token_mode")
+                   "token_mode", "edit_templates")
 REFACT_KEYS = ("position", "templates", "v_lr", "v_max_grad_steps", "v_prob_threshold", "v_weight_decay", "clamp_norm_factor",
                "seed")
 # The toy oracle's gender words -> UCE's attribute words.
@@ -44,13 +44,15 @@ def debias_generator(entry: dict, sampling: SamplingSettings):
     """`generate(pipe, concept)` for the debias loop: a fixed set of seeds per iteration, so the
     loop is reproducible (UCE's script samples unseeded)."""
     n = entry.get("images_per_iteration", 16)
-    template = entry.get("prompt_template", "{}")
+    # the prompts measured are those edited: `prompt_template`, else the edit templates in turn
+    templates = [entry["prompt_template"]] if "prompt_template" in entry else entry.get("edit_templates", ["{}"])
     counter = {"calls": 0}
 
     def gen(pipe, concept):
         counter["calls"] += 1
         first = 10_000 + 1_000 * counter["calls"]  # disjoint from evaluation seeds
-        return generate(pipe, [template.format(concept)] * n, list(range(first, first + n)), sampling, progress=False)
+        prompts = [templates[i % len(templates)].format(concept) for i in range(n)]
+        return generate(pipe, prompts, list(range(first, first + n)), sampling, progress=False)
 
     return gen
 

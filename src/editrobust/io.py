@@ -127,3 +127,18 @@ def read_text_csv(path, error: type[Exception], what: str):
         raise error(f"{what} not found: {path}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise error(f"{path}: malformed {what}: {e}") from None
+
+
+def read_samples_index(path, error: type[Exception]):
+    """A sampled image set's `index.csv` (prompt_id as text; prompt_id, seed and file required).
+    A missing file or column raises `error` naming the path."""
+    import pandas as pd
+
+    try:
+        index = pd.read_csv(path, dtype={"prompt_id": str})
+    except FileNotFoundError:
+        raise error(f"samples index not found: {path}") from None
+    missing = [c for c in ("prompt_id", "seed", "file") if c not in index.columns]
+    if missing:
+        raise error(f"{path}: missing column(s) {', '.join(missing)}")
+    return index

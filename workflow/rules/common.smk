@@ -10,6 +10,14 @@ except ConfigError as e:
 
 NAME = "[A-Za-z0-9][A-Za-z0-9_]*"
 
+# Jobs that run torch models hold the `gpu` token (`--resources gpu=1`), so on a GPU they run one
+# at a time. On the CPU (`device: cpu`, the toy default) they hold none and run side by side, one
+# thread each: on 2 cores, four toy fine-tunes took 87 s that way and 194 s one at a time with two
+# threads each (benchmarks/README.md). The base model's training alone keeps two threads (1.4x
+# faster per step than one; nothing else can run beside it).
+TORCH_GPU = 0 if config.get("device") == "cpu" else 1
+TORCH_THREADS = 1 if config.get("device") == "cpu" else 2
+
 
 wildcard_constraints:
     model=NAME,

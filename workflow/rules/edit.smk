@@ -10,9 +10,9 @@ rule refact_statistic:
         "results/stats/{model}/fc2_second_moment_L{layer}_{corpus}.safetensors",
     log:
         "logs/refact_statistic/{model}/L{layer}_{corpus}.log",
-    threads: 2
+    threads: TORCH_THREADS
     resources:
-        gpu=1,
+        gpu=TORCH_GPU,
     script:
         "../scripts/refact_statistic.py"
 
@@ -31,8 +31,8 @@ rule edit_model:
         "logs/edit_model/{model}/{editor}.log",
     benchmark:
         "benchmarks/rules/edit_model/{model}/{editor}.tsv"
-    threads: 2
+    threads: TORCH_THREADS
     resources:
-        gpu=1,
+        gpu=TORCH_GPU,
     script:
         "../scripts/edit_model.py"

@@ -20,9 +20,9 @@ rule cache_latents:
         "logs/cache_latents/{model}/{dataset}.log",
     benchmark:
         "benchmarks/rules/cache_latents/{model}/{dataset}.tsv"
-    threads: 2
+    threads: TORCH_THREADS
     resources:
-        gpu=1,
+        gpu=TORCH_GPU,
     script:
         "../scripts/cache_latents.py"
 
@@ -63,9 +63,9 @@ for _name, _entry in config.get("finetuners", {}).items():
             f"logs/finetune_model/{{model}}/ft-{_name}.log",
         benchmark:
             f"benchmarks/rules/finetune_model/{{model}}/ft-{_name}.tsv"
-        threads: 2
+        threads: TORCH_THREADS
         resources:
-            gpu=1,
+            gpu=TORCH_GPU,
         script:
             "../scripts/finetune_model.py"
 
@@ -87,8 +87,8 @@ for _name, _entry in config.get("finetuners", {}).items():
             f"logs/finetune_model/{{model}}/ed-{{editor}}+ft-{_name}.log",
         benchmark:
             f"benchmarks/rules/finetune_model/{{model}}/ed-{{editor}}+ft-{_name}.tsv"
-        threads: 2
+        threads: TORCH_THREADS
         resources:
-            gpu=1,
+            gpu=TORCH_GPU,
         script:
             "../scripts/finetune_model.py"

@@ -14,6 +14,6 @@ rule prepare_base_model:
         "benchmarks/rules/prepare_base_model/{model}.tsv"
     threads: 2
     resources:
-        gpu=1,
+        gpu=TORCH_GPU,
     script:
         "../scripts/prepare_base_model.py"

@@ -14,8 +14,8 @@ rule sample_promptset:
         "logs/sample_promptset/{model}/{variant}/{promptset}.log",
     benchmark:
         "benchmarks/rules/sample_promptset/{model}/{variant}/{promptset}.tsv"
-    threads: 2
+    threads: TORCH_THREADS
     resources:
-        gpu=1,
+        gpu=TORCH_GPU,
     script:
         "../scripts/sample_promptset.py"

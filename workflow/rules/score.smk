@@ -63,9 +63,9 @@ rule embed_images:
         "logs/embed_images/{model}/{variant}/{promptset}/{clip_model}.log",
     benchmark:
         "benchmarks/rules/embed_images/{model}/{variant}/{promptset}/{clip_model}.tsv"
-    threads: 2
+    threads: TORCH_THREADS
     resources:
-        gpu=1,
+        gpu=TORCH_GPU,
     script:
         "../scripts/embed_images.py"
 
@@ -125,8 +125,8 @@ rule quality_metrics:
         "logs/quality_metrics/{model}/{variant}/{quality_set}.log",
     benchmark:
         "benchmarks/rules/quality_metrics/{model}/{variant}/{quality_set}.tsv"
-    threads: 2
+    threads: TORCH_THREADS
     resources:
-        gpu=1,
+        gpu=TORCH_GPU,
     script:
         "../scripts/quality_metrics.py"

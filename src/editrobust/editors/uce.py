@@ -361,11 +361,32 @@ def _debias_windows(pipe, concepts: list[str], texts: list[str]) -> tuple[torch.
     return torch.stack([k[:width] for k in keys]), torch.stack([a[:, :width] for a in attrs])
 
 
-def _debias_window_systems(keys: torch.Tensor, attrs: torch.Tensor, alpha: torch.Tensor,
+def _debias_window_systems(windows: Sequence[tuple[torch.Tensor, torch.Tensor]], alpha: torch.Tensor,
                            preserve: torch.Tensor | None) -> dict[str, _System]:
-    """Every window token t of concept e is edited: source c_et + Σ_j A_ej a_jt."""
-    sources = keys + torch.einsum("ej,ejtd->etd", alpha.to(keys), attrs)
-    return {TOKENS: _System(keys.flatten(0, 1), sources.flatten(0, 1), preserve)}
+    """Every window token t of concept e (per template: `windows` holds one (keys, attribute
+    windows) pair of `_debias_windows` each) is edited: source c_et + Σ_j A_ej a_jt."""
+    keys, sources = [], []
+    for k, a in windows:
+        keys.append(k.flatten(0, 1))
+        sources.append((k + torch.einsum("ej,ejtd->etd", alpha.to(k), a)).flatten(0, 1))
+    return {TOKENS: _System(torch.cat(keys), torch.cat(sources), preserve)}
+
+
+def _stack_systems(per_template: Sequence[dict[str, _System]]) -> dict[str, _System]:
+    """One system per space from one per template: their edit rows stacked (the preserve rows are
+    the same in each; kept once)."""
+    return {space: _System(torch.cat([s[space].keys for s in per_template]),
+                           torch.cat([s[space].sources for s in per_template]), per_template[0][space].preserve)
+            for space in per_template[0]}
+
+
+def _check_templates(templates: str | Sequence[str]) -> list[str]:
+    templates = [templates] if isinstance(templates, str) else list(templates)
+    require_nonempty(templates, "edit_templates")
+    for t in templates:
+        if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}"):
+            raise ValueError(f"edit_templates: {t!r} must hold exactly one '{{}}' (where the concept goes)")
+    return templates
 
 
 def _debias_validate(concepts, attributes, desired_ratios, max_iterations) -> None:
@@ -383,7 +404,7 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
                preserve_scale: float = 1.0, preserve_concepts: str | Sequence[str] = (),
                max_sequence_length: int | None = None, progress: bool = True,
                gain: float = 1.0, attribute_texts: str | Sequence[str] | None = None,
-               token_mode: str = "last") -> tuple[Delta, list[dict]]:
+               token_mode: str = "last", edit_templates: Sequence[str] = ("{}",)) -> tuple[Delta, list[dict]]:
     """UCE debias, the new iterative procedure (editors.md §1.6), an integral controller.
 
     `gain` scales each update, A += gain·d. UCE's code uses 1; a steep model (the toy) overshoots
@@ -409,6 +430,11 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
     `max_diff`); stop when every concept has converged; else A_e += d_e and re-solve from W0 with
     targets v*_e = W0(c_e + Σ_j A_ej a_j) (a_j = embedding of attribute j) and preserve targets W0 c_p.
 
+    `edit_templates` (old UCE's `image of {p}`, `photo of {p}`, ..., `{p}`): every template gives
+    each concept one more edited key, `template.format(concept)`, whose source adds the same A_e
+    times the equally templated attribute text. A causal encoder reads "a photo of a ceo" through
+    its context, so keys of the bare concept alone do not move the templated prompts.
+
     `generate(pipe, concept)` sees `pipe` holding the current weights (loaded temporarily; the
     pipeline is restored on return); plug a toy oracle or CLIP in via `generate`/`classify`.
     Returns `(delta, log)`: the last solved weights (`{}` if the model converged unedited) and one
@@ -424,12 +450,16 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         raise ValueError(f"token_mode must be 'last' or 'window', got {token_mode!r}")
     if token_mode == "window" and model_family(pipe) == "flux":
         raise ValueError("token_mode='window' is for SD1.x/SDXL UNets; FLUX supports only 'last'")
-    check_concepts_fit(pipe, concepts + texts + preserves, max_sequence_length)
+    templates = _check_templates(edit_templates)
+    check_concepts_fit(pipe, [t.format(x) for t in templates for x in concepts + texts] + preserves,
+                       max_sequence_length)
     if token_mode == "window":
-        win_keys, win_attrs = _debias_windows(pipe, concepts, texts)
+        windows = [_debias_windows(pipe, [t.format(c) for c in concepts], [t.format(x) for x in texts])
+                   for t in templates]
         win_preserve = concept_embeddings(pipe, preserves, "window")[TOKENS].flatten(0, 1) if preserves else None
     else:
-        emb = concept_embeddings(pipe, concepts + texts + preserves, "last", max_sequence_length)
+        embs = [concept_embeddings(pipe, [t.format(x) for x in concepts + texts] + preserves, "last",
+                                   max_sequence_length) for t in templates]
 
     alpha = torch.zeros(len(concepts), len(attributes))
     delta: Delta = {}
@@ -448,9 +478,10 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
             break
         alpha += gain * torch.tensor([d for d, _ in gaps])  # A(t) = gain · Σ_{s≤t} d(s)
         if token_mode == "window":
-            systems = _debias_window_systems(win_keys, win_attrs, alpha, win_preserve)
+            systems = _debias_window_systems(windows, alpha, win_preserve)
         else:
-            systems = _debias_systems(emb, len(concepts), len(attributes), alpha, bool(preserves))
+            systems = _stack_systems([_debias_systems(e, len(concepts), len(attributes), alpha, bool(preserves))
+                                      for e in embs])
         delta = _solve_modules(pipe, systems, lamb, edit_scale, preserve_scale)
     log[best[2]]["selected"] = True
     return best[1], log

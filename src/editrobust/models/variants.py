@@ -173,6 +173,14 @@ def base_dtype(info: dict) -> torch.dtype | None:
     return DTYPES[name] if name else None
 
 
+def _dtype_kwarg() -> str:
+    """from_pretrained's name for the dtype: diffusers renamed `torch_dtype` to `dtype` in 2026
+    (huggingface/diffusers#14205); older releases reject `dtype`, newer ones warn on `torch_dtype`."""
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+
+
 def _load_base(variant_dir: Path, dtype: torch.dtype | None):
     import transformers
     from diffusers import DiffusionPipeline
@@ -187,7 +195,7 @@ def _load_base(variant_dir: Path, dtype: torch.dtype | None):
     if dtype is None and source.get("type") == "hub":
         dtype = base_dtype(read_variant(variant_dir))
     if dtype is not None:
-        kwargs["torch_dtype"] = dtype
+        kwargs[_dtype_kwarg()] = dtype
     if source.get("variant"):
         kwargs["variant"] = source["variant"]
     if source.get("vae"):
@@ -195,7 +203,7 @@ def _load_base(variant_dir: Path, dtype: torch.dtype | None):
         from diffusers import AutoencoderKL
 
         kwargs["vae"] = AutoencoderKL.from_pretrained(source["vae"]["path"], use_safetensors=True,
-                                                      local_files_only=True, torch_dtype=dtype)
+                                                      local_files_only=True, **{_dtype_kwarg(): dtype})
     pipe = DiffusionPipeline.from_pretrained(pipeline_dir(variant_dir), **kwargs)
     if hasattr(pipe, "safety_checker"):
         pipe.safety_checker = None  # scorers judge safety themselves; never black out images

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from editrobust.io import atomic_dir, read_text_csv, write_csv
+from editrobust.io import atomic_dir, read_samples_index, read_text_csv, write_csv
 from editrobust.metrics import fleiss_kappa
 from editrobust.scoring.human import CONTEXT_COLUMNS
 
@@ -49,13 +49,7 @@ def kit_images(spec: Mapping, paths: Sequence[str | Path]) -> pd.DataFrame:
     frames = []
     for variant, path in zip(spec["variants"], paths, strict=True):
         path = Path(path)
-        try:
-            index = pd.read_csv(path, dtype={"prompt_id": str})
-        except FileNotFoundError:
-            raise AnnotationError(f"samples index not found: {path}") from None
-        missing = [c for c in ("prompt_id", "seed", "file") if c not in index.columns]
-        if missing:
-            raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}")
+        index = read_samples_index(path, AnnotationError)
         if spec.get("images_per_prompt"):
             index = index.groupby("prompt_id", sort=False).head(spec["images_per_prompt"])
         frames.append(pd.DataFrame({"model": spec["model"], "variant": variant, "promptset": spec["promptset"],

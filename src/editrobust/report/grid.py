@@ -16,23 +16,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from editrobust.io import load_image
+from editrobust.io import load_image, read_samples_index
 
 from .spec import FigureInputError, grid_variants, samples_index
 
 COLUMNS = ("M", "M_ed", "M_ft", "M_ed_ft")
 CELL_INCHES = 1.7
-
-
-def read_index(path) -> pd.DataFrame:
-    try:
-        index = pd.read_csv(path, dtype={"prompt_id": str})
-    except FileNotFoundError:
-        raise FigureInputError(f"samples index not found: {path}") from None
-    missing = [c for c in ("prompt_id", "seed", "file") if c not in index.columns]
-    if missing:
-        raise FigureInputError(f"{path}: missing column(s) {', '.join(missing)}")
-    return index
 
 
 def select_images(index: pd.DataFrame, images: Sequence[Mapping] | None, count: int, where: str) -> list[tuple[str, int]]:
@@ -74,7 +63,7 @@ def build(spec: Mapping, paths: Sequence[str], root: str | Path = ".") -> tuple[
         for variant in grid_variants(spec, f).values():
             path = root / samples_index(model, variant, promptset)
             if variant not in by_variant:
-                by_variant[variant] = (read_index(path), path)
+                by_variant[variant] = (read_samples_index(path, FigureInputError), path)
     base_index, base_path = by_variant["base"]
     keys = select_images(base_index, spec.get("images"), spec["count"], str(base_path))
     names = spec.get("names", {})
