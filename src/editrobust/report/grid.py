@@ -68,7 +68,12 @@ def build(spec: Mapping, paths: Sequence[str], root: str | Path = ".") -> tuple[
     keys = select_images(base_index, spec.get("images"), spec["count"], str(base_path))
     names = spec.get("names", {})
     rows = [(f, key) for f in spec["finetuners"] for key in keys]
-    fig = Figure(figsize=(CELL_INCHES * len(COLUMNS) + 1.2, CELL_INCHES * len(rows) + 0.6))
+    width, height = CELL_INCHES * len(COLUMNS) + 1.2, CELL_INCHES * len(rows) + 1.0
+    fig = Figure(figsize=(width, height))
+    # margins in inches, not matplotlib's default fractions (whose top 12 % left a tall grid with
+    # inches of blank space under its title)
+    fig.subplots_adjust(left=1.0 / width, right=1 - 0.1 / width, bottom=0.1 / height, top=1 - 0.85 / height,
+                        wspace=0.05, hspace=0.12)
     axes = fig.subplots(len(rows), len(COLUMNS), squeeze=False)
     cells = []
     for r, (f, key) in enumerate(rows):
@@ -86,5 +91,5 @@ def build(spec: Mapping, paths: Sequence[str], root: str | Path = ".") -> tuple[
             cells.append(dict(finetuner=f, prompt_id=key[0], seed=key[1], column=column, variant=variant,
                               file=str(image_path.relative_to(root))))
     title = spec.get("title") or f"{spec['editor']} on {promptset} ({model})"
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title, fontsize=11, y=1 - 0.12 / height, va="top")
     return fig, pd.DataFrame(cells)
