@@ -226,6 +226,7 @@ def train(pipe, method: Method, cache: LatentCache, out_dir: str | Path, state_d
         raise
 
     # Success: the checkpoints move next to the final variant, then the final variant appears.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     for ckpt in sorted((state_dir / CHECKPOINTS).glob(f"{variant}@*")) if (state_dir / CHECKPOINTS).is_dir() else []:
         target = out_dir.parent / ckpt.name
         if target.exists():
