@@ -327,6 +327,21 @@ def test_uce_debias_edit_templates_edit_every_templated_prompt(sd1, token_mode):
         uce_debias(sd1, ["doctor"], edit_templates=["a photo of"], classify=lambda i: i, generate=lambda p, c: [])
 
 
+def test_uce_debias_preserved_keys_stay_put_with_templates(sd1):
+    # last mode, two templates: the preserved key's output is unchanged while the edited ones move
+    answers = iter([["male"] * 8 + ["female"] * 2, ["male"] * 5 + ["female"] * 5])
+    delta, _ = uce_debias(sd1, ["doctor"], attribute_texts=["a man", "a woman"], lamb=1e-4,
+                          edit_templates=["{}", "a photo of {}"], preserve_concepts=["a cat"],
+                          classify=lambda images: images, generate=lambda pipe, c: next(answers),
+                          max_iterations=2, progress=False)
+    m = next(m for m in uce_modules(sd1) if m.name.endswith("to_v"))
+    W0 = sd1.unet.get_submodule(m.name).weight.detach()
+    W = delta["unet"][m.weight_key]
+    cat, doctor = concept_embeddings(sd1, ["a cat", "a photo of doctor"])[TOKENS]
+    assert torch.linalg.norm(W @ cat - W0 @ cat) / torch.linalg.norm(W0 @ cat) < 2e-3
+    assert torch.linalg.norm(W @ doctor - W0 @ doctor) / torch.linalg.norm(W0 @ doctor) > 1e-2
+
+
 def test_uce_debias_bad_inputs(sd1):
     fake = dict(classify=lambda images: ["male"], generate=lambda pipe, c: [0])
     with pytest.raises(ValueError, match="empty"):

@@ -333,13 +333,15 @@ def _ratio_gap(ratios: Sequence[float], desired: Sequence[float], max_diff: floa
     return ([0.0] * len(d) if converged else d), converged
 
 
-def _debias_systems(emb: dict[str, torch.Tensor], n_concepts: int, n_attrs: int, alpha: torch.Tensor,
-                    has_preserve: bool) -> dict[str, _System]:
-    """Sources c_e + Σ_j A_ej a_j (so v*_e = W0(c_e + Σ_j A_ej a_j)); rows are [concepts, attributes, preserve]."""
+def _debias_systems(embs: Sequence[dict[str, torch.Tensor]], n_concepts: int, alpha: torch.Tensor,
+                    preserve: dict[str, torch.Tensor] | None) -> dict[str, _System]:
+    """Per space: one template's rows [concepts, attributes] per entry of `embs`, each concept's
+    source c_e + Σ_j A_ej a_j (so v*_e = W0(c_e + Σ_j A_ej a_j)); the templates' rows stacked."""
     systems = {}
-    for space, e in emb.items():
-        c, a, p = e[:n_concepts], e[n_concepts:n_concepts + n_attrs], e[n_concepts + n_attrs:]
-        systems[space] = _System(c, c + alpha.to(a) @ a, p if has_preserve else None)
+    for space in embs[0]:
+        keys = [e[space][:n_concepts] for e in embs]
+        sources = [c + alpha.to(c) @ e[space][n_concepts:] for c, e in zip(keys, embs)]
+        systems[space] = _System(torch.cat(keys), torch.cat(sources), preserve[space] if preserve else None)
     return systems
 
 
@@ -370,14 +372,6 @@ def _debias_window_systems(windows: Sequence[tuple[torch.Tensor, torch.Tensor]],
         keys.append(k.flatten(0, 1))
         sources.append((k + torch.einsum("ej,ejtd->etd", alpha.to(k), a)).flatten(0, 1))
     return {TOKENS: _System(torch.cat(keys), torch.cat(sources), preserve)}
-
-
-def _stack_systems(per_template: Sequence[dict[str, _System]]) -> dict[str, _System]:
-    """One system per space from one per template: their edit rows stacked (the preserve rows are
-    the same in each; kept once)."""
-    return {space: _System(torch.cat([s[space].keys for s in per_template]),
-                           torch.cat([s[space].sources for s in per_template]), per_template[0][space].preserve)
-            for space in per_template[0]}
 
 
 def _check_templates(templates: str | Sequence[str]) -> list[str]:
@@ -458,8 +452,9 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
                    for t in templates]
         win_preserve = concept_embeddings(pipe, preserves, "window")[TOKENS].flatten(0, 1) if preserves else None
     else:
-        embs = [concept_embeddings(pipe, [t.format(x) for x in concepts + texts] + preserves, "last",
-                                   max_sequence_length) for t in templates]
+        embs = [concept_embeddings(pipe, [t.format(x) for x in concepts + texts], "last", max_sequence_length)
+                for t in templates]
+        emb_preserve = concept_embeddings(pipe, preserves, "last", max_sequence_length) if preserves else None
 
     alpha = torch.zeros(len(concepts), len(attributes))
     delta: Delta = {}
@@ -480,8 +475,7 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         if token_mode == "window":
             systems = _debias_window_systems(windows, alpha, win_preserve)
         else:
-            systems = _stack_systems([_debias_systems(e, len(concepts), len(attributes), alpha, bool(preserves))
-                                      for e in embs])
+            systems = _debias_systems(embs, len(concepts), alpha, emb_preserve)
         delta = _solve_modules(pipe, systems, lamb, edit_scale, preserve_scale)
     log[best[2]]["selected"] = True
     return best[1], log
