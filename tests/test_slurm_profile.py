@@ -64,8 +64,9 @@ def test_profile_requests_no_global_gpu_limit_and_gives_every_class_runtime_and_
 
 def test_every_rule_that_uses_the_device_requests_one_gpu(repo):
     """A rule passing `device=config["device"]` (or sampling settings, which carry the device) runs
-    torch models there: it must declare the GPU token (`gpu=TORCH_GPU`: 1 unless `device: cpu`). (prepare_base_model and refact_statistic declare it
-    too: they load whole pipelines, so on a workstation they take the one GPU token as well.)"""
+    torch models there: it must declare the GPU token (`gpu=TORCH_GPU`: 1 unless `device: cpu`).
+    (prepare_base_model and refact_statistic declare it too: they load whole pipelines, so on a
+    workstation they take the one GPU token as well.)"""
     blocks = rule_blocks(repo)
     uses_device = {name for name, text in blocks.items() if re.search(r"device=|sampling_slice", text)}
     requests_gpu = {name for name, text in blocks.items() if re.search(r"^\s*gpu=TORCH_GPU,?\s*$", text, flags=re.M)}
