@@ -197,6 +197,9 @@ def test_apply_delta_is_strict(sd1):
 
 
 # ------------------------------------------------------------------------------------- UCE debias
+KAPPA_STEEP = 30.0  # male share moves 30x the cosine-score change: constant gain 1 swings 0 <-> 1
+
+
 class FakeWorld:
     """A deterministic generator/classifier pair whose 'male' share follows the edited weights.
 
@@ -249,6 +252,23 @@ def test_uce_debias_gain_and_only_measured_weights(sd1):
     delta, log = uce_debias(sd1, ["doctor"], classify=world.classify, generate=world.generate,
                             max_iterations=1, progress=False)
     assert delta == {} and log[0]["selected"]
+
+
+def test_uce_debias_gain_halving_settles_a_steep_response(sd1):
+    # A response this steep makes every constant-gain step overshoot: the share swings around 0.5.
+    world = FakeWorld(sd1, {"doctor": 0.8}, kappa=KAPPA_STEEP)
+    run = dict(classify=world.classify, generate=world.generate, max_iterations=16, progress=False)
+    _, plain = uce_debias(sd1, ["doctor"], **run)
+    _, halving = uce_debias(sd1, ["doctor"], gain_halving=True, **run)
+    assert not any(entry["converged"]["doctor"] for entry in plain)
+    assert halving[-1]["converged"]["doctor"] and len(halving) < 16
+    # the gain of the step after iteration t halves exactly when the gap changed sign at t
+    diffs = [e["diffs"]["doctor"]["male"] for e in halving]
+    gains = [e["gain"]["doctor"] for e in halving]  # the gain of the step that led to each entry
+    assert gains[:2] == [1.0, 1.0] and gains[-1] < 1.0
+    for t in range(1, len(halving) - 1):
+        flipped = diffs[t] * diffs[t - 1] < 0
+        assert gains[t + 1] == (gains[t] / 2 if flipped else gains[t])
 
 
 def test_uce_debias_already_fair_returns_empty_delta(sd1):

@@ -23,7 +23,7 @@ UCE_ERASE_KEYS = ("edit_concepts", "guide_concepts", "preserve_concepts", "lamb"
                   "expand_prompts", "concept_type", "token_mode")
 UCE_DEBIAS_KEYS = ("concepts", "attributes", "desired_ratios", "max_iterations", "max_diff", "lamb", "edit_scale",
                    "preserve_scale", "preserve_concepts", "gain", "attribute_texts",
-                   "token_mode", "edit_templates")
+                   "token_mode", "edit_templates", "gain_halving")
 REFACT_KEYS = ("position", "templates", "v_lr", "v_max_grad_steps", "v_prob_threshold", "v_weight_decay", "clamp_norm_factor",
                "seed")
 # The toy oracle's gender words -> UCE's attribute words.

@@ -398,11 +398,15 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
                preserve_scale: float = 1.0, preserve_concepts: str | Sequence[str] = (),
                max_sequence_length: int | None = None, progress: bool = True,
                gain: float = 1.0, attribute_texts: str | Sequence[str] | None = None,
-               token_mode: str = "last", edit_templates: Sequence[str] = ("{}",)) -> tuple[Delta, list[dict]]:
+               token_mode: str = "last", edit_templates: Sequence[str] = ("{}",),
+               gain_halving: bool = False) -> tuple[Delta, list[dict]]:
     """UCE debias, the new iterative procedure (editors.md §1.6), an integral controller.
 
     `gain` scales each update, A += gain·d. UCE's code uses 1; a steep model (the toy) overshoots
-    and oscillates with it, so the toy config damps it. The weights returned are those of the
+    and oscillates with it, so the toy config damps it. `gain_halving` (our extension, off by
+    default) halves a concept's gain each time its gap changes sign: an overshoot means the
+    response is steeper than the step, and the halved steps then bracket the target like a
+    bisection instead of swinging around it. The weights returned are those of the
     best *measured* iteration (smallest mean over concepts of the largest attribute gap; for two
     attributes that is half the mean δ), never an unmeasured last solve: the log entry of that
     iteration has `selected: True`. (A worst-case criterion kept the unedited model whenever one
@@ -457,6 +461,8 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         emb_preserve = concept_embeddings(pipe, preserves, "last", max_sequence_length) if preserves else None
 
     alpha = torch.zeros(len(concepts), len(attributes))
+    gains = torch.full((len(concepts), 1), float(gain))
+    last_gap = torch.zeros(len(concepts), len(attributes))  # each concept's last non-zero gap d
     delta: Delta = {}
     log: list[dict] = []
     best = (float("inf"), delta, 0)  # (mean gap, weights, iteration)
@@ -464,14 +470,19 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         with delta_applied(pipe, delta):
             ratios = [attribute_ratios(classify(generate(pipe, c)), attributes) for c in concepts]
         gaps = [_ratio_gap(r, desired_ratios, max_diff) for r in ratios]
-        log.append(_log_entry(t, concepts, attributes, ratios, gaps, alpha))
+        log.append(_log_entry(t, concepts, attributes, ratios, gaps, alpha, gains))
         # Mean over concepts of the largest attribute gap: for two attributes, half the mean δ.
         gap = sum(max(abs(r_star - x) for r_star, x in zip(desired_ratios, r)) for r in ratios) / len(ratios)
         if gap < best[0]:
             best = (gap, delta, t)
         if all(done for _, done in gaps):
             break
-        alpha += gain * torch.tensor([d for d, _ in gaps])  # A(t) = gain · Σ_{s≤t} d(s)
+        d = torch.tensor([d for d, _ in gaps])
+        moving = d.abs().sum(1, keepdim=True) > 0
+        if gain_halving:
+            gains = torch.where(moving & ((d * last_gap).sum(1, keepdim=True) < 0), gains / 2, gains)
+        last_gap = torch.where(moving, d, last_gap)
+        alpha += gains * d  # constant gain: A(t) = gain · Σ_{s≤t} d(s)
         if token_mode == "window":
             systems = _debias_window_systems(windows, alpha, win_preserve)
         else:
@@ -481,11 +492,12 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
     return best[1], log
 
 
-def _log_entry(t, concepts, attributes, ratios, gaps, alpha) -> dict:
+def _log_entry(t, concepts, attributes, ratios, gaps, alpha, gains) -> dict:
     return {
         "iteration": t,
         "ratios": {c: dict(zip(attributes, r)) for c, r in zip(concepts, ratios)},
         "diffs": {c: dict(zip(attributes, d)) for c, (d, _) in zip(concepts, gaps)},
         "converged": {c: done for c, (_, done) in zip(concepts, gaps)},
         "alpha": {c: dict(zip(attributes, a.tolist())) for c, a in zip(concepts, alpha)},
+        "gain": {c: g.item() for c, g in zip(concepts, gains)},
     }
