@@ -435,8 +435,9 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
 
     `generate(pipe, concept)` sees `pipe` holding the current weights (loaded temporarily; the
     pipeline is restored on return); plug a toy oracle or CLIP in via `generate`/`classify`.
-    Returns `(delta, log)`: the last solved weights (`{}` if the model converged unedited) and one
-    dict per iteration with each concept's `ratios`, `diffs`, `converged` and the `alpha` measured.
+    Returns `(delta, log)`: the best measured weights (`{}` if the unedited model measured best) and one
+    dict per iteration with each concept's `ratios`, `diffs`, `converged`, the `alpha` measured and the
+    `gain` of the step that led to it.
     """
     concepts, attributes = split_concepts(concepts), split_concepts(attributes)
     texts = split_concepts(attribute_texts) if attribute_texts is not None else attributes
