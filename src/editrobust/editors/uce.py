@@ -463,7 +463,7 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
 
     alpha = torch.zeros(len(concepts), len(attributes))
     gains = torch.full((len(concepts), 1), float(gain))
-    last_gap = torch.zeros(len(concepts), len(attributes))  # each concept's last non-zero gap d
+    last_gap = torch.zeros(len(concepts), len(attributes))  # gain_halving: each concept's last non-zero gap
     delta: Delta = {}
     log: list[dict] = []
     best = (float("inf"), delta, 0)  # (mean gap, weights, iteration)
@@ -478,12 +478,11 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
             best = (gap, delta, t)
         if all(done for _, done in gaps):
             break
-        d = torch.tensor([d for d, _ in gaps])
-        moving = d.abs().sum(1, keepdim=True) > 0
-        if gain_halving:
-            gains = torch.where(moving & ((d * last_gap).sum(1, keepdim=True) < 0), gains / 2, gains)
-        last_gap = torch.where(moving, d, last_gap)
-        alpha += gains * d  # constant gain: A(t) = gain · Σ_{s≤t} d(s)
+        diffs = torch.tensor([d for d, _ in gaps])
+        if gain_halving:  # a gap pointing against the concept's last non-zero gap: it overshot
+            gains = torch.where((diffs * last_gap).sum(1, keepdim=True) < 0, gains / 2, gains)
+            last_gap = torch.where(diffs.abs().sum(1, keepdim=True) > 0, diffs, last_gap)
+        alpha += gains * diffs  # constant gain: A(t) = gain · Σ_{s≤t} d(s)
         if token_mode == "window":
             systems = _debias_window_systems(windows, alpha, win_preserve)
         else:
