@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from editrobust.editors import (EDITORS, apply_delta, concept_embeddings, get_editor, refact_edit,
                                 refact_edit_pipeline, run_editor, second_moment, solve_uce, uce_debias, uce_erase,
                                 uce_modules, uce_transform)
-from editrobust.editors.refact import fc2_io, fc2_key, lookup_index, same_relative_depth, text_features
+from editrobust.editors.refact import (fc2_io, fc2_key, lookup_index, lookup_positions, same_relative_depth,
+                                      text_features)
 from editrobust.editors.uce import TOKENS, _last_token_index, _window_pair
 from editrobust.models.builders import build_sd1_pipeline
 from editrobust.models.tiny import build_tiny_flux_pipeline, build_tiny_sdxl_pipeline
@@ -447,6 +448,76 @@ def test_refact_lookup_indices(sd1):
     assert lookup_index(tok, "realistic painting of {}", "the president", "subject_last") == 5
     assert lookup_index(tok, "realistic painting of {}", "the president", "eos") == 6
     assert lookup_index(tok, "{}, a portrait", "the president", "subject_last") == 2
+
+
+# "tail": the end token and every pad, prompts tokenised as the pipeline does (our departure, refact.py)
+@pytest.fixture(scope="module")
+def refact_tail(sd1):
+    te, tok, layer = sd1.text_encoder, sd1.tokenizer, 1
+    C = second_moment(te, tok, layer, _corpus(), progress=False)
+    delta, info = refact_edit(te, tok, "the president", "joe biden", "donald trump", layer, C, position="tail",
+                              templates=["a photo of {}", "{} on a table"])
+    return delta, info, layer
+
+
+def _tail_states(pipe, texts):
+    """Pipeline-style input ids (full length, no mask) and each text's tail mask."""
+    tok = pipe.tokenizer
+    ids = tok(texts, padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    mask = torch.zeros(len(texts), ids.shape[1], 1)
+    for row, text in enumerate(texts):
+        mask[row, lookup_positions(tok, "{}", text, "tail")] = 1.0
+    return ids, mask
+
+
+def test_refact_tail_lookup_is_the_end_token_and_every_pad(sd1):
+    tok = sd1.tokenizer
+    eos = lookup_index(tok, "realistic painting of {}", "the president", "eos")
+    tail = lookup_positions(tok, "realistic painting of {}", "the president", "tail")
+    assert tail == list(range(eos, tok.model_max_length)) and len(tail) == tok.model_max_length - 6
+    assert lookup_positions(tok, "{}", "the president", "subject_last") == [2]
+
+
+def test_refact_tail_changes_only_fc2_by_rank_one_and_hits_v_star(sd1, refact_tail):
+    delta, info, layer = refact_tail
+    te, tok = sd1.text_encoder, sd1.tokenizer
+    key = fc2_key(te, layer)
+    assert list(delta) == ["text_encoder"] and list(delta["text_encoder"]) == [key]
+    s = torch.linalg.svdvals(delta["text_encoder"][key] - te.state_dict()[key])
+    assert s[1] < 1e-5 * s[0]  # rank one
+    assert info["position"] == "tail" and info["lookup_tokens"] == tok.model_max_length - 3  # BOS the president
+    before = _state(sd1, ["text_encoder"])
+    tail = lookup_positions(tok, "{}", "the president", "tail")
+    try:
+        apply_delta(sd1, delta)
+        k_star, out = fc2_io(te, tok, layer, ["the president"], [tail], pipeline_style=True)
+    finally:
+        apply_delta(sd1, before)
+    # the tail's mean key is upstream of the edit, and the edited fc2 sends it to v* (fc2 is linear)
+    torch.testing.assert_close(k_star[0], info["vectors"]["k_star"])
+    torch.testing.assert_close(out[0], info["vectors"]["v_star"], atol=1e-4, rtol=1e-4)
+
+
+def test_refact_tail_moves_the_padding_toward_the_new_text(sd1, refact_tail):
+    delta, _, _ = refact_tail
+    te = sd1.text_encoder
+
+    def feats(texts):  # what a denoiser reading the padding sees: the tail's mean final state
+        ids, mask = _tail_states(sd1, texts)
+        with torch.no_grad():
+            return text_features(te, ids, tail=mask)
+
+    g_new, g_old = feats(["donald trump", "joe biden"])
+    f_before = feats(["the president"])[0]
+    before = _state(sd1, ["text_encoder"])
+    try:
+        apply_delta(sd1, delta)
+        f_after = feats(["the president"])[0]
+    finally:
+        apply_delta(sd1, before)
+    d = lambda f, g: (f - g).norm().item()  # noqa: E731
+    assert d(f_after, g_new) < d(f_before, g_new)
+    assert d(f_after, g_new) / d(f_after, g_old) < d(f_before, g_new) / d(f_before, g_old)
 
 
 def test_refact_pipeline_edits_both_sdxl_encoders(sdxl):

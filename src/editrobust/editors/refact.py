@@ -24,6 +24,17 @@ Lookup token (`position`): "subject_last" (default, the paper's `subject_last`: 
 sub-word) or "eos" (the end token of each prompt). On tiny random encoders a change at the
 subject token reaches the pooled EOS feature only weakly through a few attention layers, so the
 tests use "eos"; real CLIP encoders use "subject_last".
+
+"tail" is our departure from ReFACT, for denoisers that read the padding. The toy UNet draws
+what the states *after* the end token say (swapping only those pads of "a lime" for those of
+"a lemon" draws a lemon; swapping the subject or end token changes nothing), so an edit written
+at one token and scored by the pooled feature cannot reach what is drawn. With "tail":
+- prompts are tokenised as the diffusers pipelines do (padded to `model_max_length`, no
+  attention mask), so the pads carry the states the denoiser reads;
+- the lookup is the end token and every pad after it: k (and m) is their mean fc2 input
+  (output), and δ is added at all of them;
+- the text feature f (and g_new, g_old) is the mean final hidden state over that tail.
+The loss, hyperparameters and rank-one update are ReFACT's; C is the same statistic.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ TEMPLATES = (
     "{}, news image", "a beautiful photograph of {}", "realistic drawing of {}", "{}, realistic portrait",
     "{} in a photo",
 )
-POSITIONS = ("subject_last", "eos")
+POSITIONS = ("subject_last", "eos", "tail")
 
 
 # ---------------------------------------------------------------------------------- model access
@@ -87,16 +98,32 @@ def _device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def text_features(text_encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Projected `text_embeds` if the encoder has a text projection, else `pooler_output` (module docstring)."""
+def text_features(text_encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                  tail: torch.Tensor | None = None) -> torch.Tensor:
+    """Projected `text_embeds` if the encoder has a text projection, else `pooler_output` (module docstring).
+
+    With a `tail` mask (batch×tokens×1, `position="tail"`): the mean final hidden state over it.
+    """
     out = text_encoder(input_ids=input_ids, attention_mask=attention_mask)
+    if tail is not None:
+        return _masked_mean(out.last_hidden_state.float(), tail)
     embeds = getattr(out, "text_embeds", None)
     return (embeds if embeds is not None else out.pooler_output).float()
 
 
-def _tokenize(tokenizer, texts: Sequence[str], device, **kw) -> dict[str, torch.Tensor]:
+def _tokenize(tokenizer, texts: Sequence[str], device, pipeline_style: bool = False, **kw) -> dict[str, torch.Tensor]:
+    if pipeline_style:  # as the diffusers pipelines encode prompts: padded to full length, no attention mask
+        enc = tokenizer(list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt")
+        return {"input_ids": enc["input_ids"].to(device)}
     enc = tokenizer(list(texts), padding=True, return_tensors="pt", **kw)
     return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `states` (batch×tokens×d) over the tokens marked in `mask` (batch×tokens×1)."""
+    mask = mask.to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1)
 
 
 # ----------------------------------------------------------------------------------------- C
@@ -159,24 +186,45 @@ def eos_index(tokenizer, text: str) -> int:
 
 
 def lookup_index(tokenizer, template: str, subject: str, position: str) -> int:
+    """The one lookup token of "subject_last" or "eos" (see `lookup_positions` for all three)."""
     if position == "subject_last":
         return subject_last_index(tokenizer, template, subject)
     return eos_index(tokenizer, template.format(subject))
 
 
+def lookup_positions(tokenizer, template: str, subject: str, position: str) -> list[int]:
+    """The lookup tokens of `template.format(subject)`: one token, or for "tail" the end token and every pad."""
+    if position == "tail":
+        return list(range(eos_index(tokenizer, template.format(subject)), tokenizer.model_max_length))
+    return [lookup_index(tokenizer, template, subject, position)]
+
+
+def _token_mask(positions: Sequence[int | Sequence[int]], seq_len: int, device) -> torch.Tensor:
+    """batch×tokens×1 with 1 at each prompt's lookup token(s)."""
+    mask = torch.zeros(len(positions), seq_len, 1, device=device)
+    for row, pos in enumerate(positions):
+        mask[row, [pos] if isinstance(pos, int) else list(pos)] = 1.0
+    return mask
+
+
 @torch.no_grad()
-def fc2_io(text_encoder, tokenizer, layer: int, texts: Sequence[str], indices: Sequence[int]):
-    """(fc2 input, fc2 output incl. bias) at `indices[i]` of `texts[i]`, as fp32 n×d_in, n×d_out."""
+def fc2_io(text_encoder, tokenizer, layer: int, texts: Sequence[str], positions: Sequence[int | Sequence[int]],
+           pipeline_style: bool = False):
+    """(fc2 input, fc2 output incl. bias) at `positions[i]` of `texts[i]`, as fp32 n×d_in, n×d_out.
+
+    A position may be a list of tokens (the "tail" lookup): the result is their mean.
+    """
     fc2, device = _fc2(text_encoder, layer), _device(text_encoder)
     store: dict = {}
     handle = fc2.register_forward_hook(lambda mod, args, out: store.update(input=args[0], output=out))
+    enc = _tokenize(tokenizer, texts, device, pipeline_style)
     try:
         with eval_mode(text_encoder):
-            text_encoder(**_tokenize(tokenizer, texts, device))
+            text_encoder(**enc)
     finally:
         handle.remove()
-    rows, idx = torch.arange(len(texts), device=device), torch.as_tensor(list(indices), device=device)
-    return store["input"][rows, idx].float(), store["output"][rows, idx].float()
+    mask = _token_mask(positions, enc["input_ids"].shape[1], device)
+    return _masked_mean(store["input"].float(), mask), _masked_mean(store["output"].float(), mask)
 
 
 # ------------------------------------------------------------------------------------- step 1: u
@@ -190,11 +238,11 @@ def left_vector(C: torch.Tensor, k_bar: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------- step 2: v
 @contextmanager
-def _add_at_tokens(module: torch.nn.Module, delta: torch.Tensor, onehot: torch.Tensor) -> Iterator[None]:
-    """Add `delta` to `module`'s output at the tokens marked in `onehot` (batch×tokens×1)."""
+def _add_at_tokens(module: torch.nn.Module, delta: torch.Tensor, mask: torch.Tensor) -> Iterator[None]:
+    """Add `delta` to `module`'s output at the tokens marked in `mask` (batch×tokens×1)."""
 
     def hook(mod, args, out):
-        return out + onehot.to(out.dtype) * delta.to(out.dtype)
+        return out + mask.to(out.dtype) * delta.to(out.dtype)
 
     handle = module.register_forward_hook(hook)
     try:
@@ -203,32 +251,28 @@ def _add_at_tokens(module: torch.nn.Module, delta: torch.Tensor, onehot: torch.T
         handle.remove()
 
 
-def _onehot(indices: Sequence[int], seq_len: int, device) -> torch.Tensor:
-    onehot = torch.zeros(len(indices), seq_len, 1, device=device)
-    onehot[torch.arange(len(indices)), torch.as_tensor(list(indices))] = 1.0
-    return onehot
-
-
-def optimize_value(text_encoder, tokenizer, layer: int, prompts: Sequence[str], indices: Sequence[int],
-                   g: torch.Tensor, m0: torch.Tensor, lr: float, max_steps: int, prob_threshold: float,
-                   weight_decay: float, clamp_norm_factor: float) -> tuple[torch.Tensor, dict]:
+def optimize_value(text_encoder, tokenizer, layer: int, prompts: Sequence[str],
+                   positions: Sequence[int | Sequence[int]], g: torch.Tensor, m0: torch.Tensor, lr: float,
+                   max_steps: int, prob_threshold: float, weight_decay: float, clamp_norm_factor: float,
+                   tail: bool = False) -> tuple[torch.Tensor, dict]:
     """δ minimising L = −mean_p log softmax_k(−‖f_δ(p) − g_k‖₂)[new] + wd·‖δ‖/‖m0‖² (§2.2 step 2).
 
     `g` holds the clean features of [new, old] (2×d). Stops when mean_p p(new) > `prob_threshold`
     or after `max_steps` evaluations; δ is clamped to ‖δ‖ ≤ clamp·‖m0‖ after each Adam step.
     Gradients go to δ only (`autograd.grad`), so the encoder's `.grad` fields stay untouched.
+    `tail`: pipeline-style prompts, and f is the mean final state over the lookup tokens.
     """
     device = _device(text_encoder)
-    enc = _tokenize(tokenizer, prompts, device)
-    onehot = _onehot(indices, enc["input_ids"].shape[1], device)
+    enc = _tokenize(tokenizer, prompts, device, pipeline_style=tail)
+    mask = _token_mask(positions, enc["input_ids"].shape[1], device)
     delta = torch.zeros_like(m0, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     mlp = _layers(text_encoder)[layer].mlp
     max_norm = clamp_norm_factor * m0.norm()
     steps, prob = 0, 0.0
     for it in range(max_steps):
-        with _add_at_tokens(mlp, delta, onehot):
-            f = text_features(text_encoder, **enc)
+        with _add_at_tokens(mlp, delta, mask):
+            f = text_features(text_encoder, **enc, tail=mask if tail else None)
         log_p_new = torch.log_softmax(-torch.cdist(f, g), dim=1)[:, 0]
         loss = -log_p_new.mean() + weight_decay * delta.norm() / m0.norm() ** 2
         prob = log_p_new.exp().mean().item()
@@ -278,28 +322,31 @@ def refact_edit(text_encoder, tokenizer, prompt: str, old: str, new: str, layer:
     _validate(text_encoder, tokenizer, prompt, old, new, layer, templates, position)
     # The bare prompt first: m0 is measured on it, so m0 = m* (ReFACT's set() made this order random).
     prompts = ["{}"] + [t for t in dict.fromkeys(templates) if t != "{}"]
-    idx = {t: lookup_index(tokenizer, t, prompt, position) for t in prompts}
+    pos = {t: lookup_positions(tokenizer, t, prompt, position) for t in prompts}
+    tail = position == "tail"
     device = _device(text_encoder)
 
     with torch.random.fork_rng(devices=[]), eval_mode(text_encoder):
         torch.manual_seed(seed)  # the procedure is deterministic; this pins anything stochastic downstream
         # step 1: key direction from the templates (bare prompt excluded)
         k_tpl, _ = fc2_io(text_encoder, tokenizer, layer, [t.format(prompt) for t in templates],
-                          [idx[t] for t in templates])
+                          [pos[t] for t in templates], pipeline_style=tail)
         u = left_vector(C, k_tpl.mean(0))
         # k*, m* at the bare prompt
-        k_star, m_star = (x[0] for x in fc2_io(text_encoder, tokenizer, layer, [prompt], [idx["{}"]]))
+        k_star, m_star = (x[0] for x in fc2_io(text_encoder, tokenizer, layer, [prompt], [pos["{}"]],
+                                                pipeline_style=tail))
         # step 2: target value
-        g = _clean_features(target_encoder or text_encoder, tokenizer, [new, old], device)
+        g = _clean_features(target_encoder or text_encoder, tokenizer, [new, old], device, tail=tail)
         delta, record = optimize_value(text_encoder, tokenizer, layer, [t.format(prompt) for t in prompts],
-                                       [idx[t] for t in prompts], g, m_star, v_lr, v_max_grad_steps,
-                                       v_prob_threshold, v_weight_decay, clamp_norm_factor)
+                                       [pos[t] for t in prompts], g, m_star, v_lr, v_max_grad_steps,
+                                       v_prob_threshold, v_weight_decay, clamp_norm_factor, tail=tail)
     v_star = m_star + delta
     # step 3: W_out' = W_out + (v* − m*) uᵀ / (uᵀ k*)
     W_old = _fc2(text_encoder, layer).weight
     update = torch.outer(v_star - m_star, u) / (u @ k_star)
     W_new = W_old.detach().float() + update.to(W_old.device)
-    info = {"layer": layer, "position": position, "lookup_index": idx["{}"], **record,
+    info = {"layer": layer, "position": position, "lookup_index": pos["{}"][0], "lookup_tokens": len(pos["{}"]),
+            **record,
             "delta_norm": delta.norm().item(), "m_star_norm": m_star.norm().item(),
             "v_star_norm": v_star.norm().item(), "update_norm": update.norm().item(),
             "vectors": {"k_star": k_star.cpu(), "m_star": m_star.cpu(), "v_star": v_star.cpu(), "u": u.cpu()}}
@@ -307,9 +354,14 @@ def refact_edit(text_encoder, tokenizer, prompt: str, old: str, new: str, layer:
 
 
 @torch.no_grad()
-def _clean_features(encoder, tokenizer, texts: Sequence[str], device) -> torch.Tensor:
+def _clean_features(encoder, tokenizer, texts: Sequence[str], device, tail: bool = False) -> torch.Tensor:
+    enc = _tokenize(tokenizer, texts, _device(encoder), pipeline_style=tail)
+    mask = None
+    if tail:
+        mask = _token_mask([lookup_positions(tokenizer, "{}", t, "tail") for t in texts], enc["input_ids"].shape[1],
+                           _device(encoder))
     with eval_mode(encoder):
-        return text_features(encoder, **_tokenize(tokenizer, texts, _device(encoder))).to(device)
+        return text_features(encoder, **enc, tail=mask).to(device)
 
 
 # ------------------------------------------------------------------------------ pipelines (SDXL)
