@@ -272,6 +272,44 @@ def test_uce_debias_gain_halving_settles_a_steep_response(sd1):
         assert gains[t + 1] == (gains[t] / 2 if flipped else gains[t])
 
 
+def _scripted_debias(sd1, shares, **kw):
+    """uce_debias on one concept whose measured male shares are `shares`, in call order; also
+    returns the to_v weight each measurement saw."""
+    shares, seen = iter(shares), []
+    name = next(m.name for m in uce_modules(sd1) if m.name.endswith("to_v"))
+
+    def generate(pipe, concept):
+        seen.append(pipe.unet.get_submodule(name).weight.detach().clone())
+        k = round(20 * next(shares))
+        return ["male"] * k + ["female"] * (20 - k)
+
+    delta, log = uce_debias(sd1, ["doctor"], classify=lambda images: images, generate=generate, max_iterations=3,
+                            progress=False, **kw)
+    before = _state(sd1, ["unet"])
+    try:
+        apply_delta(sd1, delta)
+        kept = sd1.unet.get_submodule(name).weight.detach().clone()
+    finally:
+        apply_delta(sd1, before)
+    return log, seen, kept
+
+
+def test_uce_debias_reselect_keeps_the_best_pooled_iteration(sd1):
+    # iterations 0-2 measure 80, 60, 65 % male: iteration 1 looks best. Measured again (best first),
+    # iteration 1 gives 90 % and iteration 2 50 %: pooled, 75 % against 57.5 %, so iteration 2 is kept.
+    log, seen, kept = _scripted_debias(sd1, [0.8, 0.6, 0.65, 0.9, 0.5], reselect_top=2, reselect_rounds=1)
+    assert [e.get("selected", False) for e in log] == [False, False, True]
+    assert "reselect_gap" not in log[0]
+    assert log[1]["reselect_gap"] == pytest.approx(0.25) and log[2]["reselect_gap"] == pytest.approx(0.075)
+    assert log[2]["reselect_ratios"]["doctor"]["male"] == pytest.approx(0.575)
+    assert len(seen) == 5 and torch.equal(seen[3], seen[1]) and torch.equal(seen[4], seen[2])
+    torch.testing.assert_close(kept, seen[2])  # the weights returned are those measured at iteration 2
+    # off (the default): the best single measurement, iteration 1, and no extra measurement
+    log, seen, kept = _scripted_debias(sd1, [0.8, 0.6, 0.65])
+    assert [e.get("selected", False) for e in log] == [False, True, False] and len(seen) == 3
+    torch.testing.assert_close(kept, seen[1])
+
+
 def test_uce_debias_already_fair_returns_empty_delta(sd1):
     world = FakeWorld(sd1, {"doctor": 0.5})
     delta, log = run_editor("uce_debias", sd1, concepts=["doctor"], classify=world.classify,
@@ -369,6 +407,8 @@ def test_uce_debias_bad_inputs(sd1):
         uce_debias(sd1, [], **fake)
     with pytest.raises(ValueError, match="desired ratios"):
         uce_debias(sd1, ["doctor"], attributes=("male", "female"), desired_ratios=(1.0,), **fake)
+    with pytest.raises(ValueError, match="reselect_top must be a non-negative integer"):
+        uce_debias(sd1, ["doctor"], reselect_top=-1, **fake)
 
 
 # ----------------------------------------------------------------------------------------- ReFACT

@@ -23,7 +23,7 @@ UCE_ERASE_KEYS = ("edit_concepts", "guide_concepts", "preserve_concepts", "lamb"
                   "expand_prompts", "concept_type", "token_mode")
 UCE_DEBIAS_KEYS = ("concepts", "attributes", "desired_ratios", "max_iterations", "max_diff", "lamb", "edit_scale",
                    "preserve_scale", "preserve_concepts", "gain", "attribute_texts",
-                   "token_mode", "edit_templates", "gain_halving")
+                   "token_mode", "edit_templates", "gain_halving", "reselect_top", "reselect_rounds")
 REFACT_KEYS = ("position", "templates", "v_lr", "v_max_grad_steps", "v_prob_threshold", "v_weight_decay", "clamp_norm_factor",
                "seed")
 # The toy oracle's gender words -> UCE's attribute words.
@@ -85,6 +85,12 @@ def run_edit(base_dir: str | Path, editor: str, entry: dict, out_dir: str | Path
         for it in iterations:
             log.info("debias iteration %d: %s", it["iteration"],
                      {c: round(r.get("female", 0.0), 3) for c, r in it["ratios"].items()})
+        for it in iterations:
+            if "reselect_gap" in it:
+                pooled = {c: round(r.get("female", 0.0), 3) for c, r in it["reselect_ratios"].items()}
+                log.info("debias iteration %d measured again: pooled mean gap %.3f, female %s", it["iteration"],
+                         it["reselect_gap"], pooled)
+        log.info("debias keeps iteration %d", next(it["iteration"] for it in iterations if it.get("selected")))
         info["iterations"] = iterations
     elif method == "refact":
         if road_row is None or stats is None:
