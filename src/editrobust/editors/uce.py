@@ -483,6 +483,8 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         gaps = [_ratio_gap(r, desired_ratios, max_diff) for r in ratios]
         log.append(_log_entry(t, concepts, attributes, ratios, gaps, alpha, gains))
         measured.append((_mean_gap(ratios, desired_ratios), t, delta, ratios))
+        measured.sort(key=lambda m: m[:2])  # smallest gap first, earliest iteration on ties
+        del measured[max(reselect_top, 1):]  # keep only the candidates' weights (an SD delta is tens of MB)
         if all(done for _, done in gaps):
             break
         diffs = torch.tensor([d for d, _ in gaps])
@@ -495,7 +497,6 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         else:
             systems = _debias_systems(embs, len(concepts), alpha, emb_preserve)
         delta = _solve_modules(pipe, systems, lamb, edit_scale, preserve_scale)
-    measured.sort(key=lambda m: m[:2])  # smallest gap first, earliest iteration on ties
     best = measured[0]
     if reselect_top and len(measured) > 1 and best[0] > 0:
         best = _reselect(pipe, measured[:reselect_top], concepts, attributes, desired_ratios, classify, generate,
