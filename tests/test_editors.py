@@ -461,14 +461,9 @@ def test_refact_hits_v_star_at_the_bare_prompt(sd1, refact_sd1):
     torch.testing.assert_close(out[0], info["vectors"]["v_star"], atol=1e-4, rtol=1e-4)  # W'k* + b = v*
 
 
-def test_refact_moves_the_subject_toward_the_new_text(sd1, refact_sd1):
-    delta, _, _ = refact_sd1
-    te, tok = sd1.text_encoder, sd1.tokenizer
-
-    def feats(texts):
-        with torch.no_grad():
-            return text_features(te, **tok(texts, padding=True, return_tensors="pt"))
-
+def _assert_moves_toward_new_text(sd1, delta, feats):
+    """The edit (the president: joe biden -> donald trump) brings `feats` of the subject closer to the
+    new text, absolutely and relative to the old one."""
     g_new, g_old = feats(["donald trump", "joe biden"])
     f_before = feats(["the president"])[0]
     before = _state(sd1, ["text_encoder"])
@@ -480,6 +475,17 @@ def test_refact_moves_the_subject_toward_the_new_text(sd1, refact_sd1):
     d = lambda f, g: (f - g).norm().item()  # noqa: E731
     assert d(f_after, g_new) < d(f_before, g_new)
     assert d(f_after, g_new) / d(f_after, g_old) < d(f_before, g_new) / d(f_before, g_old)
+
+
+def test_refact_moves_the_subject_toward_the_new_text(sd1, refact_sd1):
+    delta, _, _ = refact_sd1
+    te, tok = sd1.text_encoder, sd1.tokenizer
+
+    def feats(texts):
+        with torch.no_grad():
+            return text_features(te, **tok(texts, padding=True, return_tensors="pt"))
+
+    _assert_moves_toward_new_text(sd1, delta, feats)
 
 
 def test_refact_lookup_indices(sd1):
@@ -547,17 +553,7 @@ def test_refact_tail_moves_the_padding_toward_the_new_text(sd1, refact_tail):
         with torch.no_grad():
             return text_features(te, ids, tail=mask)
 
-    g_new, g_old = feats(["donald trump", "joe biden"])
-    f_before = feats(["the president"])[0]
-    before = _state(sd1, ["text_encoder"])
-    try:
-        apply_delta(sd1, delta)
-        f_after = feats(["the president"])[0]
-    finally:
-        apply_delta(sd1, before)
-    d = lambda f, g: (f - g).norm().item()  # noqa: E731
-    assert d(f_after, g_new) < d(f_before, g_new)
-    assert d(f_after, g_new) / d(f_after, g_old) < d(f_before, g_new) / d(f_before, g_old)
+    _assert_moves_toward_new_text(sd1, delta, feats)
 
 
 def test_refact_pipeline_edits_both_sdxl_encoders(sdxl):
