@@ -491,7 +491,7 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         if gain_halving:  # a gap pointing against the concept's last non-zero gap: it overshot
             gains = torch.where((diffs * last_gap).sum(1, keepdim=True) < 0, gains / 2, gains)
             last_gap = torch.where(diffs.abs().sum(1, keepdim=True) > 0, diffs, last_gap)
-        alpha += gains * diffs  # constant gain: A(t) = gain · Σ_{s≤t} d(s)
+        alpha += gains * diffs  # A(t) = Σ_{s≤t} gain(s) · d(s); gain(s) is constant unless gain_halving
         if token_mode == "window":
             systems = _debias_window_systems(windows, alpha, win_preserve)
         else:
@@ -499,7 +499,7 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         delta = _solve_modules(pipe, systems, lamb, edit_scale, preserve_scale)
     best = measured[0]
     if reselect_top and len(measured) > 1 and best[0] > 0:
-        best = _reselect(pipe, measured[:reselect_top], concepts, attributes, desired_ratios, classify, generate,
+        best = _reselect(pipe, measured, concepts, attributes, desired_ratios, classify, generate,  # the top k
                          reselect_rounds, log)
     log[best[1]]["selected"] = True
     return best[2], log
