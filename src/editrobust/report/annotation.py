@@ -31,7 +31,10 @@ import pandas as pd
 
 from editrobust.io import atomic_dir, read_samples_index, read_text_csv, write_csv
 from editrobust.metrics import fleiss_kappa
+from editrobust.paths import locate
 from editrobust.scoring.human import CONTEXT_COLUMNS
+
+from .spec import kit_index_paths, samples_index
 
 
 RATINGS = {"1": 1.0, "0": 0.0, "0.5": 0.5}
@@ -45,10 +48,13 @@ class AnnotationError(ValueError):
 
 
 def kit_images(spec: Mapping, paths: Sequence[str | Path]) -> pd.DataFrame:
-    """The images to annotate: per variant, the first `images_per_prompt` seeds of each prompt."""
+    """The images to annotate: per variant, the first `images_per_prompt` seeds of each prompt.
+
+    `paths` are the samples indexes the job was given; each variant's is found by its path."""
+    files = locate(kit_index_paths(spec), paths, what="annotation kit")
     frames = []
-    for variant, path in zip(spec["variants"], paths, strict=True):
-        path = Path(path)
+    for variant in spec["variants"]:
+        path = files[samples_index(spec["model"], variant, spec["promptset"])]
         index = read_samples_index(path, AnnotationError)
         if spec.get("images_per_prompt"):
             index = index.groupby("prompt_id", sort=False).head(spec["images_per_prompt"])

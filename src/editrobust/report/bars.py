@@ -81,8 +81,8 @@ def bar_values(table: pd.DataFrame, labels: Sequence[str], rows: Sequence[str] |
     return pd.DataFrame(records)
 
 
-def build(spec: Mapping, paths: Sequence[str], root: str | Path = ".") -> tuple[Figure, pd.DataFrame]:
-    path = Path(root) / table_csv(spec["table"])
+def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFrame]:
+    path = files[table_csv(spec["table"])]
     table, labels = read_table(path)
     data = bar_values(table, labels, spec.get("rows"), str(path))
     panels = list(pd.unique(data["panel"]))

@@ -51,17 +51,17 @@ def _image_path(index: pd.DataFrame, index_path: Path, key: tuple[str, int]) -> 
     return index_path.parent / row["file"].iloc[0]
 
 
-def build(spec: Mapping, paths: Sequence[str], root: str | Path = ".") -> tuple[Figure, pd.DataFrame]:
+def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFrame]:
     """The grid figure and one row per cell (finetuner, prompt_id, seed, column, variant, file).
 
-    `paths` are the figure's inputs (spec.input_paths), possibly under `root`.
+    `files` maps each samples index the grid reads (spec.samples_index) to its file; a cell's
+    `file` is the image's path relative to the working directory.
     """
-    root = Path(root)
     model, promptset = spec["model"], spec["promptset"]
     by_variant = {}
     for f in spec["finetuners"]:
         for variant in grid_variants(spec, f).values():
-            path = root / samples_index(model, variant, promptset)
+            path = files[samples_index(model, variant, promptset)]
             if variant not in by_variant:
                 by_variant[variant] = (read_samples_index(path, FigureInputError), path)
     base_index, base_path = by_variant["base"]
@@ -88,8 +88,9 @@ def build(spec: Mapping, paths: Sequence[str], root: str | Path = ".") -> tuple[
                 ax.set_title(column, fontsize=10)
             if c == 0:
                 ax.set_ylabel(f"{names.get(f, f)}\n{key[0]}, seed {key[1]}", fontsize=7)
+            relative = Path(samples_index(model, variant, promptset)).parent / image_path.relative_to(index_path.parent)
             cells.append(dict(finetuner=f, prompt_id=key[0], seed=key[1], column=column, variant=variant,
-                              file=str(image_path.relative_to(root))))
+                              file=str(relative)))
     title = spec.get("title") or f"{spec['editor']} on {promptset} ({model})"
     fig.suptitle(title, fontsize=11, y=1 - 0.12 / height, va="top")
     return fig, pd.DataFrame(cells)

@@ -16,7 +16,7 @@ stratum, tables/resample.py), drawn as a band.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -102,15 +102,14 @@ def curve_points(spec: Mapping, frames: Mapping[str, pd.DataFrame]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def build(spec: Mapping, paths: Sequence[str], root: str | Path = ".") -> tuple[Figure, pd.DataFrame]:
-    root = Path(root)
+def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFrame]:
     variants = {ScoreKey(spec["model"], v, spec["promptset"], spec["scorer"]).path: v
                 for v in (["base"] if spec["base"] else [])
                 + [v for f in spec["finetuners"] for _, v in persistence_points(spec, f)]}
     frames = {}
     for path, variant in variants.items():
         try:
-            frames[variant] = read_scores(root / path)
+            frames[variant] = read_scores(files[path])
         except TableInputError as err:
             raise FigureInputError(str(err)) from None
     data = curve_points(spec, frames)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from editrobust.io import write_csv, write_text
+from editrobust.paths import locate
 
 from . import agreement, debias, quality, rank_ablation, refact, retention, unsafe
 from .load import TableInputError, read_quality, read_scores
@@ -62,12 +63,14 @@ def input_paths(spec: Mapping) -> list[str]:
     return [key.path for key in input_keys(spec)]
 
 
-def read_inputs(spec: Mapping, paths: list[str]) -> dict:
-    """{key: frame} for the table's keys, reading `paths` (the same files, possibly under a prefix)."""
+def read_inputs(spec: Mapping, paths: list) -> dict:
+    """{key: frame} for the table's keys, each read from the one of `paths` that is its file
+    (found by path, see paths.locate: the order of `paths` does not matter, and a missing or
+    unexpected file is an error naming it)."""
     keys = input_keys(spec)
-    if len(keys) != len(paths):
-        raise TableInputError(f"table needs {len(keys)} input files, got {len(paths)}")
-    return {k: (read_quality(p) if isinstance(k, QualityKey) else read_scores(p)) for k, p in zip(keys, paths)}
+    files = locate([k.path for k in keys], paths, what=f"table of kind {spec['kind']!r}")
+    return {k: (read_quality if isinstance(k, QualityKey) else read_scores)(files[k.path])
+            for k in keys}
 
 
 def build_table(spec: Mapping, frames: Mapping) -> pd.DataFrame:

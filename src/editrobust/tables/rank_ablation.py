@@ -1,7 +1,8 @@
 """Table 4: efficacy (%) of M_ed_ft for LoRA / DoRA at several ranks, per RoAD type.
 
 The entry's `ranks` maps a method label to {rank: fine-tuner name}, e.g.
-{LoRA: {4: lora_r4, 8: lora, 16: lora_r16}}. A cell is 100 × the mean over the edits of one RoAD
+{LoRA: {4: lora_r4, 8: lora, 16: lora_r16}} (in the resolved spec a list of
+{method, ranks: [[rank, fine-tuner], ...]}, methods in config order). A cell is 100 × the mean over the edits of one RoAD
 type of the edit's efficacy on ed-E+ft-F (`metrics.refact_scores`), next to the std over those
 edits ("<type> sd"); the last row is the study's std over ranks (sample std, which reproduces
 Table 4: LoRA SD1.4 appearance 84.08, 82.45, 83.90 -> 0.89). A rank a method lacks is blank.
@@ -27,16 +28,16 @@ PERCENT = 100.0
 def inputs(spec: Mapping) -> list[ScoreKey]:
     m, s = spec["model"], spec["scorer"]
     return [ScoreKey(m, ed_ft(e, f), p, s)
-            for by_rank in spec["ranks"].values() for f in by_rank.values() for e, p in edits(spec)]
+            for method in spec["ranks"] for _, f in method["ranks"] for e, p in edits(spec)]
 
 
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     m, s = spec["model"], spec["scorer"]
     promptset = dict(edits(spec))
-    ranks = sorted({int(r) for by_rank in spec["ranks"].values() for r in by_rank})
+    ranks = sorted({r for method in spec["ranks"] for r, _ in method["ranks"]})
     rows = TableRows(["rank"])
-    for method, by_rank in spec["ranks"].items():
-        by_int = {int(r): f for r, f in by_rank.items()}
+    for entry in spec["ranks"]:
+        method, by_int = entry["method"], dict(entry["ranks"])
         for group, editors in group_order(spec).items():
             means = []
             for rank in ranks:

@@ -1,7 +1,8 @@
 """Table 6: the edit's strength in M, M_ed, M_ft, M_ed_ft as five-level icons, and the share kept.
 
-Each row is a task of the entry's `tasks` ({label: {kind, editors, promptsets[, scorer]}}); its
-edit strength per variant is, by kind,
+Each row is a task of the entry's `tasks` ({label: {kind, editors, promptsets[, scorer]}}; in the
+resolved spec a list of {label, kind, ...} in config order); its edit strength per variant is, by
+kind,
   refact  the efficacy (mean over the task's edits; `metrics.refact_scores`),
   unsafe  the share of images labelled safe,
   debias  the mean gender δ over the professions (lower = stronger edit).
@@ -87,7 +88,7 @@ def _roles(finetuners) -> dict:
 def inputs(spec: Mapping) -> list[ScoreKey]:
     m = spec["model"]
     keys = []
-    for task in spec["tasks"].values():
+    for task in spec["tasks"]:
         s = task.get("scorer", spec["scorer"])
         for e, p in _task_edits(task):
             keys += [ScoreKey(m, variant(e), p, s) for variant in _roles(spec["finetuners"]).values()]
@@ -97,7 +98,8 @@ def inputs(spec: Mapping) -> list[ScoreKey]:
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     m, names = spec["model"], spec.get("names", {})
     rows = TableRows(["task"])
-    for label, task in spec["tasks"].items():
+    for task in spec["tasks"]:
+        label = task["label"]
         if task["kind"] not in STRENGTH:
             raise TableInputError(f"task {label!r}: unknown kind {task['kind']!r} (known: {', '.join(STRENGTH)})")
         strength, icon = STRENGTH[task["kind"]]

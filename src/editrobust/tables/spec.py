@@ -5,6 +5,11 @@ promptset(s), scorer(s)). `resolve` fills the defaults and adds what the builder
 config sections (the RoAD type of each ReFACT editor, which groups the edits into appearance and
 role): the result is the table's whole config slice, so a rule that takes it as a param re-runs
 only when something this table reads changes.
+
+A rule's params are key-sorted JSON (config.canonical), so in a resolved spec an order that the
+table shows is a list, never the order of a mapping's keys: a retention table's `tasks` (its rows)
+becomes a list of {label, ...} and a rank ablation's `ranks` (its column groups) a list of
+{method, ranks: [[rank, finetuner], ...]}. The job then builds the same table as the library.
 """
 
 from __future__ import annotations
@@ -78,13 +83,18 @@ def _edit_group(config: Mapping, editor: str) -> str:
 
 
 def resolve(entry: Mapping, config: Mapping) -> dict:
-    """The table's slice: its entry with defaults filled and the edit groups it needs added."""
+    """The table's slice: its entry with defaults filled, the edit groups it needs added, and
+    its ordered mappings (`tasks`, `ranks`) turned into lists in config order."""
     spec = {**DEFAULTS, **copy.deepcopy(dict(entry))}
     spec.setdefault("cluster", DEFAULT_CLUSTER.get(spec["kind"], "prompt"))
     if "editors" in spec:
         spec["groups"] = {e: _edit_group(config, e) for e in spec["editors"]}
-    for task in spec.get("tasks", {}).values():
-        task["groups"] = {e: _edit_group(config, e) for e in task["editors"]}
+    if "tasks" in spec:
+        spec["tasks"] = [{"label": label, **task, "groups": {e: _edit_group(config, e) for e in task["editors"]}}
+                         for label, task in spec["tasks"].items()]
+    if "ranks" in spec:
+        spec["ranks"] = [{"method": method, "ranks": sorted([int(r), f] for r, f in by_rank.items())}
+                         for method, by_rank in spec["ranks"].items()]
     return spec
 
 

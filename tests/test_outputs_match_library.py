@@ -1,0 +1,219 @@
+"""Every table kind, figure kind and the annotation kit, built through Snakemake, equals the
+library's direct build from the same files.
+
+The config's order-bearing mappings are deliberately not in sorted order (a retention table's
+`tasks`, a rank ablation's `ranks` and its rank keys, editor and fine-tuner lists), because a
+rule's params are key-sorted JSON: a job that matched its inputs by position once read the wrong
+score files with no error. Every score file here is different (drawn from its own path), so a
+crossed file changes the numbers. Samples and scores are written by the test and the earlier
+stages' rules are switched off with --allowed-rules, so nothing is trained or sampled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from editrobust.config import validate_config
+from editrobust.report import spec as figure_spec
+from editrobust.report.annotation import export_kit
+from editrobust.report.figures import build_figure, write_figure
+from editrobust.tables import QualityKey, build_table, input_keys, read_inputs, write_table
+from editrobust.tables import resolve as resolve_table
+
+from conftest import SCHEMA
+
+pytestmark = pytest.mark.workflow
+
+RULES = ["make_table", "make_figure", "export_annotation_kit", "tables", "figures", "report"]
+SEEDS = range(4)
+# one RoAD-like promptset layout that every table kind can read: a profession, a safety label,
+# a ReFACT metric and success, and two annotators per image
+PROMPTS = [("efficacy-0", "efficacy", "ceo"), ("generality-0", "generality", "nurse"),
+           ("generality-1", "generality", "ceo"), ("specificity-0", "specificity", "nurse"),
+           ("specificity-1", "specificity", "ceo")]
+SAFETY = ["safe", "unsafe", "undecidable", "black"]
+
+
+def config(repo) -> dict:
+    cfg = yaml.safe_load((repo / "tests/configs/nano.yaml").read_text())
+    cfg["promptsets"].update({
+        "professions": {"source": "toy", "set": "professions", "images_per_prompt": 4},
+        "unsafe": {"source": "toy", "set": "unsafe", "images_per_prompt": 4},
+        "road_box": {"source": "road", "road": {"file": "toy", "type": "appearance", "index": 2}},
+        "road_king": {"source": "road", "road": {"file": "toy", "type": "role", "index": 0}},
+    })
+    cfg["editors"].update({
+        "debias": {"method": "uce_debias", "concepts": ["a ceo", "a nurse"]},
+        "refact_box": {"method": "refact", "road": {"file": "toy", "type": "appearance", "index": 2}, "layer": 1},
+        "refact_king": {"method": "refact", "road": {"file": "toy", "type": "role", "index": 0}, "layer": 1},
+    })
+    lora, dora = cfg["finetuners"]["lora"], {**cfg["finetuners"]["lora"], "method": "dora"}
+    cfg["finetuners"].update({"lora_r8": {**lora, "rank": 8}, "dora": dora, "dora_r8": {**dora, "rank": 8}})
+    cfg["scorers"].update({"black": {"kind": "black"},
+                           "human": {"kind": "human", "labels": "results/labels/{model}/{variant}/{promptset}.csv"}})
+    cfg["quality_sets"] = {"fid": {"promptset": "concepts", "models": ["nano"], "fid": {"extractor": "toy_random_conv"},
+                                   "reference": {"source": "toy", "n": 8}}}
+    refact_edits = {"editors": ["refact_lime", "refact_king", "refact_box"],
+                    "promptsets": ["road_lime", "road_king", "road_box"]}
+    common = {"model": "nano", "bootstrap_resamples": 40}
+    cfg["tables"] = {
+        "t1": {"kind": "debias", **common, "editor": "debias", "finetuners": ["lora", "full"],
+               "promptset": "professions", "scorer": "oracle", "names": {"lora": "LoRA", "full": "Full"}},
+        "t2": {"kind": "unsafe", **common, "editor": "erase", "finetuners": ["lora", "full"], "promptset": "unsafe",
+               "scorers": ["oracle", "black"], "with_ft": True},
+        "refact": {"kind": "refact", **common, **refact_edits, "finetuners": ["lora", "full"], "scorer": "oracle"},
+        "t4": {"kind": "rank_ablation", **common, **refact_edits, "scorer": "oracle",
+               "ranks": {"LoRA": {"8": "lora_r8", "4": "lora"}, "DoRA": {"8": "dora_r8", "4": "dora"}}},
+        "agree": {"kind": "human_agreement", **common, "editor": "erase", "finetuners": ["lora"],
+                  "promptset": "unsafe", "scorers": ["oracle", "black"]},
+        "t6": {"kind": "retention", "model": "nano", "finetuners": ["lora", "full"], "scorer": "oracle", "tasks": {
+            "UCE unsafe": {"kind": "unsafe", "editors": ["erase"], "promptsets": ["unsafe"]},
+            "UCE debias": {"kind": "debias", "editors": ["debias"], "promptsets": ["professions"]},
+            "ReFACT role": {"kind": "refact", "editors": ["refact_king"], "promptsets": ["road_king"]},
+            "ReFACT appearance": {"kind": "refact", "editors": ["refact_lime", "refact_box"],
+                                  "promptsets": ["road_lime", "road_box"]}}},
+        "t7": {"kind": "quality", "model": "nano", "quality_set": "fid", "editors": ["erase", "debias"],
+               "finetuners": ["lora", "full"], "metrics": ["fid"]},
+    }
+    cfg["figures"] = {
+        "grid": {"kind": "grid", "model": "nano", "editor": "erase", "finetuners": ["lora", "full"],
+                 "promptset": "unsafe", "count": 2},
+        "bars": {"kind": "bars", "table": "refact"},
+        "fading": {"kind": "persistence", "model": "nano", "editor": "refact_lime", "finetuners": ["lora"],
+                   "promptset": "road_lime", "scorer": "oracle", "metric": "efficacy", "bootstrap_resamples": 40},
+    }
+    cfg["annotation_kits"] = {"kit": {"model": "nano", "promptset": "unsafe", "images_per_prompt": 2,
+                                      "variants": ["ed-erase+ft-lora", "base", "ed-erase"]}}
+    return cfg
+
+
+def rng_for(path: str) -> np.random.Generator:
+    return np.random.default_rng(int(hashlib.sha256(path.encode()).hexdigest()[:12], 16))
+
+
+def score_frame(path: str) -> pd.DataFrame:
+    """Random labels of every kind, drawn from the file's own path: no two files are alike."""
+    rng = rng_for(path)
+    rows = []
+    for prompt_id, metric, group in PROMPTS:
+        for seed in SEEDS:
+            safety = SAFETY[rng.integers(len(SAFETY))]
+            rows.append(dict(prompt_id=prompt_id, seed=seed, file=f"{prompt_id}_{seed:03d}.png", group=group,
+                             gender=rng.choice(["man", "woman", ""]), metric=metric, success=int(rng.integers(2)),
+                             safety=safety, rater_a=safety, rater_b=SAFETY[rng.integers(len(SAFETY))]))
+    return pd.DataFrame(rows)
+
+
+def write_samples(workdir, variant: str, promptset: str) -> None:
+    folder = workdir / f"results/samples/nano/{variant}/{promptset}"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, rows = rng_for(str(folder)), []
+    for prompt_id, _, _ in PROMPTS:
+        for seed in SEEDS:
+            file = f"{prompt_id}_{seed:03d}.png"
+            Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).save(folder / file)
+            rows.append(dict(prompt_id=prompt_id, prompt=prompt_id, image=seed, seed=seed, file=file))
+    pd.DataFrame(rows).to_csv(folder / "index.csv", index=False)
+
+
+def needed_files(cfg: dict) -> set[str]:
+    out = set()
+    for entry in cfg["tables"].values():
+        out.update(k.path for k in input_keys(resolve_table(entry, cfg)))
+    for entry in cfg["figures"].values():
+        if entry["kind"] != "bars":
+            out.update(figure_spec.input_paths(figure_spec.resolve(entry, cfg)))
+    out.update(figure_spec.kit_index_paths(cfg["annotation_kits"]["kit"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(repo, snakemake_exe, tmp_path_factory):
+    """(workdir, validated config): every table, figure and the kit built through Snakemake."""
+    workdir = tmp_path_factory.mktemp("outputs")
+    cfg = config(repo)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    files = needed_files(cfg)
+    for path in sorted(p for p in files if p.startswith("results/samples/")):
+        parts = path.split("/")
+        write_samples(workdir, parts[3], parts[4])
+    # scores after samples: a score file older than its images would be out of date
+    for path in sorted(files):
+        target = workdir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.startswith("results/scores/"):
+            score_frame(path).to_csv(target, index=False)
+        elif path.startswith("results/quality/"):
+            pd.DataFrame({"metric": ["fid"], "value": [float(rng_for(path).uniform(10, 90))]}).to_csv(target, index=False)
+    cmd = [snakemake_exe, "-s", str(repo / "Snakefile"), "--directory", str(workdir), "--configfile",
+           str(workdir / "config.yaml"), "--allowed-rules", *RULES, "--cores", "2", "report",
+           "results/annotation/kit/key.csv"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return workdir, validate_config(cfg, SCHEMA)
+
+
+def test_the_config_is_out_of_sorted_order(built):
+    _, cfg = built
+    assert list(cfg["tables"]["t6"]["tasks"]) != sorted(cfg["tables"]["t6"]["tasks"])
+    assert list(cfg["tables"]["t4"]["ranks"]) != sorted(cfg["tables"]["t4"]["ranks"])
+    assert list(cfg["tables"]["t4"]["ranks"]["LoRA"]) != sorted(cfg["tables"]["t4"]["ranks"]["LoRA"])
+
+
+def test_every_table_kind_equals_the_library_build(built, tmp_path):
+    workdir, cfg = built
+    kinds = set()
+    for name, entry in cfg["tables"].items():
+        spec = resolve_table(entry, cfg)
+        kinds.add(spec["kind"])
+        table = build_table(spec, read_inputs(spec, [workdir / k.path for k in input_keys(spec)]))
+        ours = {ext: tmp_path / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
+        write_table(table, spec, ours["csv"], ours["md"], ours["tex"], name=name)
+        for ext, path in ours.items():
+            assert (workdir / f"results/tables/{name}.{ext}").read_text() == path.read_text(), (name, ext)
+    assert kinds == {"debias", "unsafe", "refact", "rank_ablation", "human_agreement", "retention", "quality"}
+    # rows and column groups in config order
+    t6 = pd.read_csv(workdir / "results/tables/t6.csv")
+    assert t6["task"].tolist() == list(cfg["tables"]["t6"]["tasks"])
+    t4 = pd.read_csv(workdir / "results/tables/t4.csv")
+    assert [c.split(":")[0] for c in t4.columns[1:]][0] == "LoRA"
+
+
+def test_every_figure_kind_equals_the_library_build(built, tmp_path):
+    workdir, cfg = built
+    kinds = set()
+    for name, entry in cfg["figures"].items():
+        spec = figure_spec.resolve(entry, cfg)
+        kinds.add(spec["kind"])
+        fig, data = build_figure(spec, root=workdir)
+        out = {ext: tmp_path / f"{name}.{ext}" for ext in ("png", "pdf", "csv")}
+        write_figure(fig, data, out["png"], out["pdf"], out["csv"], dpi=spec["dpi"])
+        assert (workdir / f"results/figures/{name}.csv").read_text() == out["csv"].read_text(), name
+        assert (workdir / f"results/figures/{name}.png").read_bytes() == out["png"].read_bytes(), name
+    assert kinds == set(figure_spec.KINDS)
+
+
+def test_the_annotation_kit_equals_the_library_export(built, tmp_path):
+    workdir, cfg = built
+    kit = cfg["annotation_kits"]["kit"]
+    spec = {**kit, "seed": 0}
+    paths = [workdir / p for p in figure_spec.kit_index_paths(kit)]
+    export_kit(spec, "kit", list(reversed(paths)), tmp_path / "kit", tmp_path / "key.csv")
+    assert (workdir / "results/annotation/kit/key.csv").read_text() == (tmp_path / "key.csv").read_text()
+
+
+def test_quality_files_are_found_by_path(built):
+    workdir, cfg = built
+    spec = resolve_table(cfg["tables"]["t7"], cfg)
+    keys = input_keys(spec)
+    assert all(isinstance(k, QualityKey) for k in keys)
+    frames = read_inputs(spec, [workdir / k.path for k in reversed(keys)])
+    assert [frames[k]["value"].iloc[0] for k in keys] == [
+        pd.read_csv(workdir / k.path)["value"].iloc[0] for k in keys]
