@@ -260,7 +260,7 @@ def test_refact_means_over_the_edits_of_each_road_type():
     spec = resolve(dict(kind="refact", model="toy", editors=["lime", "box", "king"],
                         promptsets=["road_lime", "road_box", "road_king"], finetuners=["lora"], scorer="oracle",
                         bootstrap_resamples=200), EDITS_CONFIG)
-    assert spec["cluster"] == "seed" and spec["groups"] == {"lime": "appearance", "box": "appearance", "king": "role"}
+    assert spec["cluster"] == "edit+seed" and spec["groups"] == {"lime": "appearance", "box": "appearance", "king": "role"}
     t = build_table(spec, refact_frames(rates))
     assert list(t.index) == [(g, m) for g in ("appearance", "role") for m in ("efficacy", "generality", "specificity")]
     assert t.at[("appearance", "efficacy"), ("lora", "M_ed_ft")] == pytest.approx(0.7)  # (0.8 + 0.6) / 2

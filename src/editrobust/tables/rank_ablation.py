@@ -2,9 +2,11 @@
 
 The entry's `ranks` maps a method label to {rank: fine-tuner name}, e.g.
 {LoRA: {4: lora_r4, 8: lora, 16: lora_r16}} (in the resolved spec a list of
-{method, ranks: [[rank, fine-tuner], ...]}, methods in config order). A cell is 100 × the mean over the edits of one RoAD
-type of the edit's efficacy on ed-E+ft-F (`metrics.refact_scores`), next to the std over those
-edits ("<type> sd"); the last row is the study's std over ranks (sample std, which reproduces
+{method, ranks: [[rank, fine-tuner], ...]}, methods in config order). A cell is 100 × the mean
+over the edits of one RoAD type of the edit's efficacy on ed-E+ft-F (`metrics.refact_scores`),
+next to the std over those edits ("<type> sd"); with `ci: true` the mean gets a bootstrap CI
+resampled as the refact table's (by default edits, then seeds within each drawn edit;
+refact.EditMeans). The last row is the study's std over ranks (sample std, which reproduces
 Table 4: LoRA SD1.4 appearance 84.08, 82.45, 83.90 -> 0.89). A rank a method lacks is blank.
 """
 
@@ -17,9 +19,9 @@ import pandas as pd
 
 from editrobust.metrics import avg_std
 
+from . import resample
 from .layout import STD_ROW, TableRows
-from .load import get
-from .refact import edit_scores, group_order
+from .refact import EditMeans, EditScores, group_order
 from .spec import ScoreKey, ed_ft, edits
 
 PERCENT = 100.0
@@ -32,25 +34,33 @@ def inputs(spec: Mapping) -> list[ScoreKey]:
 
 
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
-    m, s = spec["model"], spec["scorer"]
+    with_ci, conf = bool(spec["ci"]), spec["confidence"]
+    rng = np.random.default_rng(spec["seed"])
     promptset = dict(edits(spec))
-    ranks = sorted({r for method in spec["ranks"] for r, _ in method["ranks"]})
+    finetuners = [f for entry in spec["ranks"] for _, f in entry["ranks"]]
+    variant_of = {f: (lambda e, f=f: ed_ft(e, f)) for f in finetuners}
+    loaded = {e: EditScores(spec, frames, e, promptset[e], variant_of) for e in spec["editors"]}
+    groups = group_order(spec)
+    # one bootstrap draw per RoAD type, shared by every (method, rank): see refact.EditMeans
+    means = {group: EditMeans([loaded[e] for e in editors], "efficacy", spec, rng, reference_role=finetuners[0])
+             for group, editors in groups.items()}
+    ranks = sorted({r for entry in spec["ranks"] for r, _ in entry["ranks"]})
     rows = TableRows(["rank"])
     for entry in spec["ranks"]:
         method, by_int = entry["method"], dict(entry["ranks"])
-        for group, editors in group_order(spec).items():
-            means = []
+        for group, editors in groups.items():
+            per_rank = []
             for rank in ranks:
                 if rank not in by_int:
                     rows.put(rank, method, group, np.nan)
                     rows.put(rank, method, f"{group} sd", np.nan)
                     continue
-                efficacy = [edit_scores(get(frames, ScoreKey(m, ed_ft(e, by_int[rank]), promptset[e], s),
-                                            "rank_ablation table"))["efficacy"] for e in editors]
-                mean, sd = avg_std(PERCENT * np.asarray(efficacy))
-                means.append(mean)
-                rows.put(rank, method, group, mean)
+                value, samples = means[group](by_int[rank])
+                _, sd = avg_std(PERCENT * np.asarray([loaded[e].scores[by_int[rank]]["efficacy"] for e in editors]))
+                per_rank.append(PERCENT * value)
+                interval = resample.interval(PERCENT * samples, conf) if with_ci and samples is not None else None
+                rows.put(rank, method, group, PERCENT * value, interval)
                 rows.put(rank, method, f"{group} sd", sd)
-            rows.put(STD_ROW, method, group, avg_std(means)[1] if means else np.nan)
+            rows.put(STD_ROW, method, group, avg_std(per_rank)[1] if per_rank else np.nan)
             rows.put(STD_ROW, method, f"{group} sd", np.nan)
     return rows.frame()

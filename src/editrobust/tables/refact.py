@@ -4,9 +4,15 @@ Each edit E is evaluated on its own RoAD promptset P (the entry's `editors[i]` o
 for every variant: base, ed-E, ft-F and ed-E+ft-F. A cell is the mean over the edits of one
 RoAD type (the study's Appearance and Role panels; `groups` comes from the editors' config) of the
 per-edit score (`metrics.refact_scores`: the share of successful images of that metric).
-Δ = |score(M_ed) − score(M_ed_ft)|; with `ci: true` CIs resample the seeds of every edit and
-metric (one draw shared by the four variants: paired), and `p` is the paired bootstrap p-value of
-the change M_ed → M_ed_ft.
+Δ = |score(M_ed) − score(M_ed_ft)|, and `p` is the paired bootstrap p-value of the change
+M_ed → M_ed_ft.
+
+With `ci: true` a cell's CI comes from one bootstrap draw per (RoAD type, metric), shared by the
+four variants (paired). By default (`cluster: edit+seed`) it is two-stage: the type's edits are
+resampled, then the seeds within each drawn edit, because the cell is a mean over edits and its
+uncertainty is mostly which edits there are (on the toy, efficacy after a fine-tune is all or
+nothing per edit: seeds alone gave a zero-width interval for a mean over four edits of which one
+survived). `cluster: seed` (or prompt, image) keeps the edits fixed; `edit` resamples edits only.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from editrobust.metrics.rates import REFACT_METRICS, as_bool
 from . import resample
 from .layout import TableRows
 from .load import TableInputError, get, source
-from .spec import CLUSTERS, ScoreKey, ed, ed_ft, edits, ft
+from .spec import CLUSTERS, ScoreKey, cluster_levels, ed, ed_ft, edits, ft
 
 BASE_GROUP = "Base"
 
@@ -49,41 +55,53 @@ def edit_scores(frame: pd.DataFrame) -> dict[str, float]:
         raise TableInputError(f"{where}: {err}") from None
 
 
-class _EditDraws:
-    """The seeds (or prompts) of each metric of one edit, and their shared bootstrap draw."""
+class EditScores:
+    """One edit's score frames, one per role (variant), each checked once."""
 
-    def __init__(self, base: pd.DataFrame, cluster: tuple, rng, n_resamples: int | None):
-        self.cluster, self.refs, self.picks = cluster, {}, {}
-        for metric in REFACT_METRICS:
-            rows = base[base["metric"] == metric]
-            if rows.empty:
-                continue
-            self.refs[metric] = resample.pooled(rows, pd.Series(1.0, index=rows.index), cluster).clusters
-            if n_resamples:
-                self.picks[metric] = resample.draw(rng, len(self.refs[metric]), n_resamples)
+    def __init__(self, spec: Mapping, frames: Mapping, editor: str, promptset: str, variant_of: Mapping):
+        m, s = spec["model"], spec["scorer"]
+        self.frames = {role: get(frames, ScoreKey(m, variant(editor), promptset, s), f"{spec['kind']} table")
+                       for role, variant in variant_of.items()}
+        self.scores = {role: edit_scores(frame) for role, frame in self.frames.items()}
 
-    def samples(self, frame: pd.DataFrame, metric: str) -> np.ndarray:
+    def cells(self, role: str, metric: str, cluster: tuple, reference: pd.Index | None) -> resample.Pooled:
+        """Per-cluster success sums of one metric in one role's frame (aligned to `reference`)."""
+        frame = self.frames[role]
         rows = frame[frame["metric"] == metric]
         success = pd.Series(as_bool(rows["success"], f"{source(frame)} success").astype(float), index=rows.index)
-        cells = resample.pooled(rows, success, self.cluster, self.refs[metric], source(frame))
-        return cells.resampled(self.picks[metric])
+        return resample.pooled(rows, success, cluster, reference, source(frame))
 
 
-def per_edit(spec: Mapping, frames: Mapping, variant_of, with_ci: bool, rng) -> dict:
-    """{role: {editor: {metric: (score, samples or None)}}} for roles given by variant_of(editor)."""
-    m, s, cluster = spec["model"], spec["scorer"], CLUSTERS[spec["cluster"]]
-    out: dict = {role: {} for role in variant_of}
-    for e, p in edits(spec):
-        base = get(frames, ScoreKey(m, "base", p, s), f"{spec['kind']} table")
-        edit_scores(base)
-        draws = _EditDraws(base, cluster, rng, spec["bootstrap_resamples"] if with_ci else None)
-        for role, variant in variant_of.items():
-            frame = get(frames, ScoreKey(m, variant(e), p, s), f"{spec['kind']} table")
-            scores = edit_scores(frame)
-            out[role][e] = {
-                metric: (scores[metric], draws.samples(frame, metric) if with_ci and metric in draws.refs else None)
-                for metric in REFACT_METRICS
-            }
+class EditMeans:
+    """Means over a group of edits of one metric, and their bootstrap resamples (cluster_levels):
+    one draw for the group, made on the reference role's clusters and shared by every role."""
+
+    def __init__(self, edits: list[EditScores], metric: str, spec: Mapping, rng, reference_role: str):
+        self.edits, self.metric = edits, metric
+        resample_edits, within = cluster_levels(spec["cluster"])
+        # edits kept whole are summed per image; the clusters then only check the pairing
+        self.cluster = within or CLUSTERS["image"]
+        self.draw = None
+        if spec["ci"] and all(metric in e.frames[reference_role]["metric"].values for e in edits):
+            self.reference = [e.cells(reference_role, metric, self.cluster, None).clusters for e in edits]
+            self.draw = resample.draw_units(rng, [len(r) for r in self.reference], spec["bootstrap_resamples"],
+                                            resample_units=resample_edits, resample_within=within is not None)
+
+    def __call__(self, role: str) -> tuple[float, np.ndarray | None]:
+        """(mean score over the edits, its resampled values or None)."""
+        value = float(np.mean([e.scores[role][self.metric] for e in self.edits]))
+        if self.draw is None:
+            return value, None
+        cells = [e.cells(role, self.metric, self.cluster, ref) for e, ref in zip(self.edits, self.reference)]
+        return value, resample.mean_of_units(self.draw, cells)
+
+
+def roles(finetuners) -> dict:
+    """{role: variant of an editor}: M, M_ed, and per fine-tuner M_ft and M_ed_ft."""
+    out = {"M": lambda e: "base", "M_ed": ed}
+    for f in finetuners:
+        out[f"{f}|M_ft"] = lambda e, f=f: ft(f)
+        out[f"{f}|M_ed_ft"] = lambda e, f=f: ed_ft(e, f)
     return out
 
 
@@ -95,23 +113,13 @@ def group_order(spec: Mapping) -> dict[str, list[str]]:
     return out
 
 
-def mean_over(edits_scores: dict, editors: list[str], metric: str, with_ci: bool):
-    """(mean score over the editors, mean of their resamples or None)."""
-    value = float(np.mean([edits_scores[e][metric][0] for e in editors]))
-    if not with_ci or any(edits_scores[e][metric][1] is None for e in editors):
-        return value, None
-    return value, np.mean(np.vstack([edits_scores[e][metric][1] for e in editors]), axis=0)
-
-
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     with_ci, conf = bool(spec["ci"]), spec["confidence"]
     rng = np.random.default_rng(spec["seed"])
     names = spec.get("names", {})
-    roles = {"M": lambda e: "base", "M_ed": ed}
-    for f in spec["finetuners"]:
-        roles[f"{f}|M_ft"] = lambda e, f=f: ft(f)
-        roles[f"{f}|M_ed_ft"] = lambda e, f=f: ed_ft(e, f)
-    scores = per_edit(spec, frames, roles, with_ci, rng)
+    variant_of = roles(spec["finetuners"])
+    promptset = dict(edits(spec))
+    loaded = {e: EditScores(spec, frames, e, promptset[e], variant_of) for e in spec["editors"]}
     rows = TableRows(["edit", "metric"])
 
     def ci(samples):
@@ -120,17 +128,18 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     for group, editors in group_order(spec).items():
         for metric in REFACT_METRICS:
             row = (group, metric)
-            for role in ("M", "M_ed"):
-                value, samples = mean_over(scores[role], editors, metric, with_ci)
-                rows.put(row, BASE_GROUP, role, value, ci(samples))
-            edited, edited_samples = mean_over(scores["M_ed"], editors, metric, with_ci)
+            mean = EditMeans([loaded[e] for e in editors], metric, spec, rng, reference_role="M")
+            value, samples = mean("M")
+            rows.put(row, BASE_GROUP, "M", value, ci(samples))
+            edited, edited_samples = mean("M_ed")
+            rows.put(row, BASE_GROUP, "M_ed", edited, ci(edited_samples))
             for f in spec["finetuners"]:
                 label = names.get(f, f)
-                value, samples = mean_over(scores[f"{f}|M_ft"], editors, metric, with_ci)
+                value, samples = mean(f"{f}|M_ft")
                 rows.put(row, label, "M_ft", value, ci(samples))
-                after, after_samples = mean_over(scores[f"{f}|M_ed_ft"], editors, metric, with_ci)
+                after, after_samples = mean(f"{f}|M_ed_ft")
                 rows.put(row, label, "M_ed_ft", after, ci(after_samples))
-                change = after_samples - edited_samples if with_ci and after_samples is not None else None
+                change = after_samples - edited_samples if after_samples is not None else None
                 rows.put(row, label, "Δ", delta(edited, after),
                          resample.abs_interval(*ci(change)) if change is not None else None)
                 if change is not None:

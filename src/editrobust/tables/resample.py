@@ -10,8 +10,12 @@ resampled values themselves, so that:
 
 - paired comparisons (M_ed vs M_ed_ft) reuse the *same* draw for both variants: a resampled
   prompt brings its before and after images together, as in `metrics.stats.paired_bootstrap_ci`;
-- means over strata (professions, edits) resample every stratum's clusters independently
+- means over strata (professions) resample every stratum's clusters independently
   (a stratified bootstrap: the six professions are the fixed estimand, not a sample of them);
+- means over units that are a sample of a population (ReFACT's edits: the study's 90 RoAD rows
+  stand for edits in general) resample the units too, and the clusters within each unit drawn
+  (a two-stage bootstrap, `draw_units` / `mean_of_units`): the interval then carries which edits
+  there are, not only the seed noise of these edits;
 - a two-sided bootstrap p-value comes from the same resamples as the CI.
 """
 
@@ -72,6 +76,49 @@ def pooled(frame: pd.DataFrame, value: pd.Series, cluster: Sequence[str], cluste
 def draw(rng: np.random.Generator, n_clusters: int, n_resamples: int) -> np.ndarray:
     """(R × C) cluster positions, drawn with replacement (the same draw as metrics.stats)."""
     return rng.integers(0, n_clusters, size=(n_resamples, n_clusters))
+
+
+@dataclass(frozen=True)
+class UnitDraw:
+    """A bootstrap draw over units (edits), each with its own clusters (seeds), shared by every
+    variant of a table so that differences between variants are paired.
+
+    Each resample r has n slots; slot k holds unit `picks[r, k]` (all units in order when units
+    are fixed). `slots[u]` are the (rows, columns) of the slots that hold unit u, and `within[u]`
+    one row of cluster positions per such slot (a fresh draw per slot, so a unit drawn twice gets
+    two independent resamples of its seeds), or None where a unit keeps all its images.
+    """
+
+    picks: np.ndarray
+    slots: tuple
+    within: tuple
+
+
+def draw_units(rng: np.random.Generator, sizes: Sequence[int], n_resamples: int, resample_units: bool = True,
+               resample_within: bool = True) -> UnitDraw:
+    """A (two-stage) draw over units with `sizes[u]` clusters each: units with replacement (or
+    all of them, in order), then each slot's clusters with replacement (or all of them)."""
+    n = len(sizes)
+    if resample_units:
+        picks = rng.integers(0, n, size=(n_resamples, n))
+    else:
+        picks = np.broadcast_to(np.arange(n), (n_resamples, n))
+    slots, within = [], []
+    for u, size in enumerate(sizes):
+        rows, cols = np.nonzero(picks == u)
+        slots.append((rows, cols))
+        within.append(rng.integers(0, size, size=(len(rows), size)) if resample_within else None)
+    return UnitDraw(picks, tuple(slots), tuple(within))
+
+
+def mean_of_units(draw: UnitDraw, cells: Sequence[Pooled]) -> np.ndarray:
+    """The mean over units of each unit's θ, for every resample of `draw` (cells[u] is unit u's
+    per-cluster sums, aligned to the clusters the draw was made for)."""
+    values = np.empty(draw.picks.shape)
+    for u, cell in enumerate(cells):
+        rows, cols = draw.slots[u]
+        values[rows, cols] = cell.resampled(draw.within[u]) if draw.within[u] is not None else cell.estimate
+    return values.mean(axis=1)
 
 
 def interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:

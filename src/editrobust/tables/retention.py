@@ -28,8 +28,8 @@ from editrobust.metrics import female_share, gender_delta, label_rates, relative
 from .debias import female_indicator
 from .layout import ICON, TableRows
 from .load import SAFETY, TableInputError, check_labels, get, source
-from .refact import edit_scores
-from .spec import ScoreKey, ed, ed_ft, ft
+from .refact import edit_scores, roles
+from .spec import ScoreKey
 
 ICONS = ("○", "◔", "◑", "◕", "●")  # empty .. full: weakest .. strongest edit
 SHARE_BOUNDS = (0.10, 0.25, 0.50, 0.75)
@@ -77,21 +77,13 @@ def _task_edits(task: Mapping) -> list[tuple[str, str]]:
     return list(zip(task["editors"], task["promptsets"], strict=True))
 
 
-def _roles(finetuners) -> dict:
-    roles = {"M": lambda e: "base", "M_ed": ed}
-    for f in finetuners:
-        roles[f"{f}|M_ft"] = lambda e, f=f: ft(f)
-        roles[f"{f}|M_ed_ft"] = lambda e, f=f: ed_ft(e, f)
-    return roles
-
-
 def inputs(spec: Mapping) -> list[ScoreKey]:
     m = spec["model"]
     keys = []
     for task in spec["tasks"]:
         s = task.get("scorer", spec["scorer"])
         for e, p in _task_edits(task):
-            keys += [ScoreKey(m, variant(e), p, s) for variant in _roles(spec["finetuners"]).values()]
+            keys += [ScoreKey(m, variant(e), p, s) for variant in roles(spec["finetuners"]).values()]
     return keys
 
 
@@ -105,7 +97,7 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
         strength, icon = STRENGTH[task["kind"]]
         s = task.get("scorer", spec["scorer"])
         score = {}
-        for role, variant in _roles(spec["finetuners"]).items():
+        for role, variant in roles(spec["finetuners"]).items():
             score[role] = float(np.mean([strength(get(frames, ScoreKey(m, variant(e), p, s), "retention table"))
                                          for e, p in _task_edits(task)]))
 
