@@ -8,6 +8,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from editrobust import variant_names as vn
+
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -94,7 +96,7 @@ def _cross_reference_problems(config: dict) -> list[str]:
         if ev["promptset"] not in promptsets:
             out.append(f"{where}.promptset: unknown promptset {ev['promptset']!r} (defined: {', '.join(promptsets)})")
         for j, v in enumerate(ev.get("variants", [])):
-            out += variant_problems(f"{where}.variants[{j}]", v, editors, config.get("finetuners", {}))
+            out += vn.problems(f"{where}.variants[{j}]", v, editors, config.get("finetuners", {}))
         for j, s in enumerate(ev["scorers"]):
             if s not in scorers:
                 out.append(f"{where}.scorers[{j}]: unknown scorer {s!r} (defined: {', '.join(scorers)})")
@@ -143,6 +145,8 @@ def _scoring_reference_problems(config: dict) -> list[str]:
         for j, m in enumerate(q["models"]):
             if m not in config["models"]:
                 out.append(f"{where}.models[{j}]: unknown model {m!r} (defined: {', '.join(config['models'])})")
+        for j, v in enumerate(q["variants"]):
+            out += vn.problems(f"{where}.variants[{j}]", v, config.get("editors", {}), config.get("finetuners", {}))
         if q.get("fid") is not None and "reference" not in q:
             out.append(f"{where}.reference: fid needs a reference image set")
         if q.get("clip_score") is not None and q["clip_score"]["clip_model"] not in clip_models:
@@ -157,45 +161,6 @@ def canonical(value) -> str:
     """A key-sorted JSON string: the form config slices take as rule params, so that reordering
     YAML keys does not re-run anything and changing one entry re-runs only its subgraph."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-# --- fine-tuning stage: variant names, datasets and finetuners -------------------------------------
-def parse_variant(variant: str) -> dict:
-    """`base`, `ed-E`, `ft-F`, `ed-E+ft-F`, each fine-tuned one optionally `@<step>`, as
-    {"editor": E or None, "finetuner": F or None, "step": int or None}."""
-    import re
-
-    name = "[A-Za-z0-9][A-Za-z0-9_]*"
-    m = re.fullmatch(rf"base|ed-(?P<edited>{name})|(?:ed-(?P<editor>{name})\+)?ft-(?P<finetuner>{name})"
-                     rf"(?:@(?P<step>[0-9]+))?", variant)
-    if not m:
-        raise ValueError(f"{variant!r} is not a variant name (base, ed-<editor>, ft-<finetuner>, "
-                         "ed-<editor>+ft-<finetuner>, optionally @<step> after a finetuner)")
-    return {"editor": m["edited"] or m["editor"], "finetuner": m["finetuner"],
-            "step": int(m["step"]) if m["step"] else None}
-
-
-def finetune_checkpoint_steps(entry: dict) -> list[int]:
-    """Steps at which a finetuner writes `<variant>@<step>`: multiples of `save_every` below `steps`."""
-    every, steps = int(entry.get("save_every") or 0), int(entry["steps"])
-    return list(range(every, steps, every)) if every > 0 else []
-
-
-def variant_problems(where: str, variant: str, editors: dict, finetuners: dict) -> list[str]:
-    try:
-        parts = parse_variant(variant)
-    except ValueError as e:
-        return [f"{where}: {e}"]
-    out = []
-    if parts["editor"] and parts["editor"] not in editors:
-        out.append(f"{where}: {variant!r} needs an editor {parts['editor']!r} (defined: {', '.join(editors) or 'none'})")
-    ft = parts["finetuner"]
-    if ft and ft not in finetuners:
-        out.append(f"{where}: {variant!r} needs a finetuner {ft!r} (defined: {', '.join(finetuners) or 'none'})")
-    elif ft and parts["step"] is not None and parts["step"] not in finetune_checkpoint_steps(finetuners[ft]):
-        out.append(f"{where}: {variant!r}: finetuner {ft!r} saves no checkpoint at step {parts['step']} "
-                   f"(it saves at: {finetune_checkpoint_steps(finetuners[ft]) or 'none; set save_every'})")
-    return out
 
 
 def finetune_problems(config: dict) -> list[str]:

@@ -1,19 +1,94 @@
-"""Where files are: matching what a job was given to what it needs.
+"""Where files are: every `results/…` and `resources/…` path template, and matching what a job was
+given to what it needs. The one home of paths.
 
-A consumer (a table, a figure, an annotation kit) knows from its spec which files it reads, as
-paths relative to the working directory (`results/scores/...`). Snakemake hands the job its input
-files as a list; `locate` finds each needed file in that list **by its path**, never by its
-position, so the order in which a rule listed its inputs cannot cross them (a table once read the
-wrong score files that way: its spec was key-sorted in the job and in config order in the rule).
+Templates are relative to the working directory and use the names of the workflow's wildcards,
+so a rule can declare `paths.SCORES` as its output pattern and the library fill the same template
+with `paths.fill(paths.SCORES, model=..., ...)`. `fill` leaves the fields it is not given as
+`{field}`, which makes the partial patterns rules need (`fill(VARIANT_JSON, variant="ft-full")`).
+
+A consumer (a table, a figure, an annotation kit) knows from its spec which files it reads.
+Snakemake hands the job its input files as a list; `locate` finds each needed file in that list
+**by its path**, never by its position, so the order in which a rule listed its inputs cannot
+cross them (a table once read the wrong score files that way: its spec was key-sorted in the job
+and in config order in the rule).
+
+Nothing here imports the rest of the package.
 """
 
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Iterable
 from pathlib import Path
 
+# --- models: a variant directory holds variant.json and its delta (models/variants.py) ----------------
+VARIANT_DIR = "results/models/{model}/{variant}"
+VARIANT_JSON = VARIANT_DIR + "/variant.json"
+TRAIN_STATE = "results/train_state/{model}/{variant}"  # a fine-tune's resumable state, outside its outputs
+REFACT_STATISTIC = "results/stats/{model}/fc2_second_moment_L{layer}_{corpus}.safetensors"
+LATENT_CACHE = "results/cache/{model}/latents_{dataset}.safetensors"
+# --- prompts, images, scores ---------------------------------------------------------------------------
+PROMPTSET = "results/promptsets/{promptset}.csv"
+IMAGE_SET = "{model}/{variant}/{promptset}"
+SAMPLES_INDEX = "results/samples/" + IMAGE_SET + "/index.csv"
+EMBEDDINGS = "results/embeddings/" + IMAGE_SET + "/{clip_model}.safetensors"
+SCORES = "results/scores/" + IMAGE_SET + "/{scorer}.csv"
+SUMMARY = "results/summaries/" + IMAGE_SET + "/{scorer}.csv"
+REFERENCE = "results/references/{quality_set}"
+QUALITY = "results/quality/{model}/{variant}/{quality_set}.csv"
+# --- tables, figures, annotation -----------------------------------------------------------------------
+TABLE = "results/tables/{table}.{ext}"
+TABLE_EXTENSIONS = ("csv", "md", "tex")
+FIGURE = "results/figures/{figure}.{ext}"
+FIGURE_EXTENSIONS = ("png", "pdf", "csv")
+KIT_DIR = "results/annotation/{kit}/kit"
+KIT_KEY = "results/annotation/{kit}/key.csv"
+KIT_AGREEMENT = "results/annotation/{kit}/agreement.csv"
+KIT_RETURNED = "annotations/{kit}"  # where annotators' CSVs go (a default of annotation_kits.<name>.returned)
+# --- resources: downloads and hub snapshots (fetched once, then read offline) -------------------------
+DATASETS = "resources/datasets"
+DOWNLOAD_DIR = DATASETS + "/{download}"
+MANIFEST = DOWNLOAD_DIR + "/manifest.json"
+HUB_CACHE = "resources/hub"
+HUB_SNAPSHOT = HUB_CACHE + "/snapshots/{model}.json"
 
+
+class _KeepMissing(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fill(template: str, **fields) -> str:
+    """`template` with the given fields filled in; the others stay `{field}` (a rule pattern)."""
+    return string.Formatter().vformat(template, (), _KeepMissing(fields))
+
+
+def variant_json(model: str, variant: str) -> str:
+    return fill(VARIANT_JSON, model=model, variant=variant)
+
+
+def samples_index(model: str, variant: str, promptset: str) -> str:
+    return fill(SAMPLES_INDEX, model=model, variant=variant, promptset=promptset)
+
+
+def scores(model: str, variant: str, promptset: str, scorer: str) -> str:
+    return fill(SCORES, model=model, variant=variant, promptset=promptset, scorer=scorer)
+
+
+def quality(model: str, variant: str, quality_set: str) -> str:
+    return fill(QUALITY, model=model, variant=variant, quality_set=quality_set)
+
+
+def table(name: str, ext: str = "csv") -> str:
+    return fill(TABLE, table=name, ext=ext)
+
+
+def figure(name: str, ext: str = "png") -> str:
+    return fill(FIGURE, figure=name, ext=ext)
+
+
+# --- matching a job's inputs ---------------------------------------------------------------------------
 class InputMismatchError(ValueError):
     """The files a job was given are not the files it needs; the message names them."""
 

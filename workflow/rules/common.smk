@@ -1,7 +1,9 @@
 # Helpers shared by the rules: config validation and the config slices rules take as params.
 from pathlib import Path
 
-from editrobust.config import ConfigError, canonical, parse_variant, validate_config
+from editrobust import paths
+from editrobust import variant_names
+from editrobust.config import ConfigError, canonical, validate_config
 
 try:
     config.update(validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
@@ -84,14 +86,7 @@ def editor_slice(wildcards):
 
 def variant_chain_inputs(wildcards):
     """Every variant.json a variant is composed from (base first): loading needs them all."""
-    out = [f"results/models/{wildcards.model}/base/variant.json"]
-    if wildcards.variant != "base":
-        # an edited-then-fine-tuned variant ed-E+ft-F[@step] also needs its parent ed-E
-        editor = parse_variant(wildcards.variant)["editor"]
-        if editor and "+" in wildcards.variant:
-            out.append(f"results/models/{wildcards.model}/ed-{editor}/variant.json")
-        out.append(f"results/models/{wildcards.model}/{wildcards.variant}/variant.json")
-    return out
+    return [paths.variant_json(wildcards.model, str(v)) for v in variant_names.parse(wildcards.variant).chain]
 
 
 def refact_statistic_path(model, editor):

@@ -1,6 +1,6 @@
 # Fine-tunes: M_ft = F(M) (variant ft-<F>) and M_ed_ft = F(E(M)) (variant ed-<E>+ft-<F>), plus the
 # checkpoints <variant>@<step>. The shared VAE-latent cache of a dataset is its own target.
-from editrobust.config import finetune_checkpoint_steps
+from editrobust.variant_names import checkpoint_steps
 from editrobust.data.finetune_datasets import dataset_inputs
 
 
@@ -44,7 +44,7 @@ def finetune_params(name):
 # `ed-{editor}` (edit_model) never matches a fine-tuned variant.
 for _name, _entry in config.get("finetuners", {}).items():
     _cache = f"results/cache/{{model}}/latents_{_entry['dataset']}.safetensors"
-    _steps = finetune_checkpoint_steps(_entry)
+    _steps = checkpoint_steps(_entry.get("save_every"), _entry["steps"])
 
     rule:
         name:

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from editrobust import variant_names
 from editrobust.finetune.latents import LatentCache
 from editrobust.finetune.method import Method
 from editrobust.finetune.objectives import per_sample_loss, scale_latents
@@ -50,10 +51,8 @@ CHECKPOINTS = "checkpoints"
 
 def checkpoint_steps(params: dict) -> list[int]:
     """Steps at which `<variant>@<step>` is written (multiples of save_every before the last step);
-    the workflow declares the same list as outputs (`editrobust.config.finetune_checkpoint_steps`)."""
-    from editrobust.config import finetune_checkpoint_steps
-
-    return finetune_checkpoint_steps(params)
+    the workflow declares the same list as outputs (both from variant_names.checkpoint_steps)."""
+    return variant_names.checkpoint_steps(params.get("save_every"), params["steps"])
 
 
 def fingerprint(params: dict, parent_dir: Path, cache_path: Path | None) -> str:

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from editrobust import paths
 from editrobust.tables.layout import HIGH, LOW, STD_ROW
 
-from .spec import FigureInputError, table_csv
+from .spec import FigureInputError
 
 BASE_GROUP = "Base"
 ROLES = ("M", "M_ed", "M_ft", "M_ed_ft")
@@ -82,7 +83,7 @@ def bar_values(table: pd.DataFrame, labels: Sequence[str], rows: Sequence[str] |
 
 
 def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFrame]:
-    path = files[table_csv(spec["table"])]
+    path = files[paths.table(spec["table"])]
     table, labels = read_table(path)
     data = bar_values(table, labels, spec.get("rows"), str(path))
     panels = list(pd.unique(data["panel"]))

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from editrobust import paths
 from editrobust.io import load_image, read_samples_index
 
-from .spec import FigureInputError, grid_variants, samples_index
+from .spec import FigureInputError, grid_variants
 
 COLUMNS = ("M", "M_ed", "M_ft", "M_ed_ft")
 CELL_INCHES = 1.7
@@ -61,7 +62,7 @@ def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFram
     by_variant = {}
     for f in spec["finetuners"]:
         for variant in grid_variants(spec, f).values():
-            path = files[samples_index(model, variant, promptset)]
+            path = files[paths.samples_index(model, variant, promptset)]
             if variant not in by_variant:
                 by_variant[variant] = (read_samples_index(path, FigureInputError), path)
     base_index, base_path = by_variant["base"]
@@ -88,7 +89,7 @@ def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFram
                 ax.set_title(column, fontsize=10)
             if c == 0:
                 ax.set_ylabel(f"{names.get(f, f)}\n{key[0]}, seed {key[1]}", fontsize=7)
-            relative = Path(samples_index(model, variant, promptset)).parent / image_path.relative_to(index_path.parent)
+            relative = Path(paths.samples_index(model, variant, promptset)).parent / image_path.relative_to(index_path.parent)
             cells.append(dict(finetuner=f, prompt_id=key[0], seed=key[1], column=column, variant=variant,
                               file=str(relative)))
     title = spec.get("title") or f"{spec['editor']} on {promptset} ({model})"

@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
-from editrobust.config import finetune_checkpoint_steps
-from editrobust.tables.spec import ScoreKey, ed, ed_ft, ft
+from editrobust import paths
+from editrobust.tables.spec import ScoreKey
+from editrobust.variant_names import at_step, checkpoint_steps, ed, ed_ft, ft, problems
 
 KINDS = ("grid", "bars", "persistence")
 DEFAULTS = {"dpi": 150}
@@ -34,14 +35,6 @@ class FigureInputError(ValueError):
     """A file a figure reads is missing something; the message names the file."""
 
 
-def samples_index(model: str, variant: str, promptset: str) -> str:
-    return f"results/samples/{model}/{variant}/{promptset}/index.csv"
-
-
-def table_csv(name: str) -> str:
-    return f"results/tables/{name}.csv"
-
-
 def grid_variants(spec: Mapping, finetuner: str) -> dict[str, str]:
     """{column: variant} of one grid row: M, M_ed, M_ft, M_ed_ft."""
     e = spec["editor"]
@@ -54,7 +47,7 @@ def persistence_points(spec: Mapping, finetuner: str) -> list[tuple[int, str]]:
     e = spec["editor"]
     steps = spec["steps"][finetuner]
     points = [(0, ed(e))]
-    points += [(s, f"{ed_ft(e, finetuner)}@{s}") for s in steps[:-1]]
+    points += [(s, at_step(ed_ft(e, finetuner), s)) for s in steps[:-1]]
     points.append((steps[-1], ed_ft(e, finetuner)))
     return points
 
@@ -77,7 +70,7 @@ def resolve(entry: Mapping, config: Mapping) -> dict:
         spec = {**PERSISTENCE_DEFAULTS, **spec}
         spec.setdefault("cluster", "seed" if spec["metric"] in REFACT_METRICS else "prompt")
         finetuners = config.get("finetuners") or {}
-        spec["steps"] = {f: [*finetune_checkpoint_steps(finetuners[f]), int(finetuners[f]["steps"])]
+        spec["steps"] = {f: [*checkpoint_steps(finetuners[f].get("save_every"), finetuners[f]["steps"]), int(finetuners[f]["steps"])]
                          for f in spec["finetuners"]}
     elif kind == "bars":
         spec["table_kind"] = (config.get("tables") or {})[spec["table"]]["kind"]
@@ -90,9 +83,9 @@ def input_paths(spec: Mapping) -> list[str]:
     if kind == "grid":
         m, p = spec["model"], spec["promptset"]
         variants = [v for f in spec["finetuners"] for v in grid_variants(spec, f).values()]
-        return [samples_index(m, v, p) for v in dict.fromkeys(variants)]
+        return [paths.samples_index(m, v, p) for v in dict.fromkeys(variants)]
     if kind == "bars":
-        return [table_csv(spec["table"])]
+        return [paths.table(spec["table"])]
     if kind == "persistence":
         return [k.path for k in persistence_keys(spec)]
     raise ValueError(f"unknown figure kind {kind!r} (known: {', '.join(KINDS)})")
@@ -125,7 +118,7 @@ def figure_problems(config: Mapping) -> list[str]:
             check(f"{at}.scorer", "scorers", entry["scorer"])
         for i, f in enumerate(entry["finetuners"]):
             if check(f"{at}.finetuners[{i}]", "finetuners", f) and entry["kind"] == "persistence":
-                if not finetune_checkpoint_steps(sections["finetuners"][f]):
+                if not checkpoint_steps(sections["finetuners"][f].get("save_every"), sections["finetuners"][f]["steps"]):
                     out.append(f"{at}.finetuners[{i}]: finetuner {f!r} saves no checkpoints, so its curve has "
                                "only its start and end; set finetuners." + f + ".save_every")
     return out
@@ -134,7 +127,7 @@ def figure_problems(config: Mapping) -> list[str]:
 # --- annotation kits (annotation.py) ---
 def kit_index_paths(kit: Mapping) -> list[str]:
     """The samples index of each of the kit's variants, in the kit's order."""
-    return [samples_index(kit["model"], v, kit["promptset"]) for v in kit["variants"]]
+    return [paths.samples_index(kit["model"], v, kit["promptset"]) for v in kit["variants"]]
 
 
 def kit_labels_paths(kit: Mapping, labels_template: str) -> dict[str, str]:
@@ -145,8 +138,6 @@ def kit_labels_paths(kit: Mapping, labels_template: str) -> dict[str, str]:
 
 def kit_problems(config: Mapping) -> list[str]:
     """Cross-references of `annotation_kits`, one 'annotation_kits.<name>.<key>: ...' line each."""
-    from editrobust.config import variant_problems
-
     out = []
     scorers = config.get("scorers") or {}
     for name, kit in (config.get("annotation_kits") or {}).items():
@@ -156,7 +147,7 @@ def kit_problems(config: Mapping) -> list[str]:
             if kit[key] not in known:
                 out.append(f"{at}.{key}: unknown {section[:-1]} {kit[key]!r} (defined: {', '.join(known) or 'none'})")
         for j, v in enumerate(kit["variants"]):
-            out += variant_problems(f"{at}.variants[{j}]", v, config.get("editors") or {}, config.get("finetuners") or {})
+            out += problems(f"{at}.variants[{j}]", v, config.get("editors") or {}, config.get("finetuners") or {})
         if len(set(kit["variants"])) != len(kit["variants"]):
             out.append(f"{at}.variants: a variant is listed twice")
         scorer = kit.get("scorer", "human")

@@ -23,11 +23,12 @@ import pandas as pd
 
 from editrobust.metrics import fleiss_kappa
 from editrobust.metrics.persistence import KEYS
+from editrobust.variant_names import ed, ed_ft
 
 from . import resample
 from .layout import TableRows
 from .load import SAFETY, TableInputError, check_labels, get, source
-from .spec import CLUSTERS, ScoreKey, ed, ed_ft
+from .spec import CLUSTERS, ScoreKey
 
 RATER_PREFIX = "rater_"
 INTER_RATER = "human (inter-rater)"

@@ -21,11 +21,12 @@ import pandas as pd
 
 from editrobust.metrics import avg_std, delta, female_share, gender_delta
 from editrobust.metrics.rates import FEMALE_LABELS, MALE_LABELS
+from editrobust.variant_names import ed, ed_ft, ft
 
 from . import resample
 from .layout import AVG_ROW, STD_ROW, TableRows
 from .load import TableInputError, get, source
-from .spec import CLUSTERS, ScoreKey, ed, ed_ft, ft
+from .spec import CLUSTERS, ScoreKey
 
 BASE_GROUP = "Base"
 

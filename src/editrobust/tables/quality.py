@@ -11,9 +11,11 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from editrobust.variant_names import ed, ed_ft, ft
+
 from .layout import TableRows
 from .load import get, quality_metrics, source
-from .spec import QualityKey, ed, ed_ft, ft
+from .spec import QualityKey
 
 METRIC_NAMES = {"clip_score": "CLIP Score", "fid": "FID"}
 DEFAULT_METRICS = ("clip_score", "fid")

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 
 from editrobust.metrics import avg_std
+from editrobust.variant_names import ed_ft
 
 from . import resample
 from .layout import STD_ROW, TableRows
 from .refact import EditMeans, EditScores, group_order
-from .spec import ScoreKey, ed_ft, edits
+from .spec import ScoreKey, edits
 
 PERCENT = 100.0
 

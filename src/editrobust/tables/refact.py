@@ -24,11 +24,12 @@ import pandas as pd
 
 from editrobust.metrics import delta, refact_scores
 from editrobust.metrics.rates import REFACT_METRICS, as_bool
+from editrobust.variant_names import ed, ed_ft, ft
 
 from . import resample
 from .layout import TableRows
 from .load import TableInputError, get, source
-from .spec import CLUSTERS, ScoreKey, cluster_levels, ed, ed_ft, edits, ft
+from .spec import CLUSTERS, ScoreKey, cluster_levels, edits
 
 BASE_GROUP = "Base"
 

@@ -18,6 +18,8 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from editrobust import paths
+
 DEFAULTS = {"ci": True, "bootstrap_resamples": 2000, "seed": 0, "confidence": 0.95}
 # The unit the bootstrap resamples: prompts (the study's prompt sets), seeds (RoAD: one efficacy
 # prompt, so its seeds are the replicates, as in ReFACT's "std over seeds"), or single images.
@@ -53,7 +55,7 @@ class ScoreKey:
 
     @property
     def path(self) -> str:
-        return f"results/scores/{self.model}/{self.variant}/{self.promptset}/{self.scorer}.csv"
+        return paths.scores(self.model, self.variant, self.promptset, self.scorer)
 
     def describe(self) -> str:
         return f"variant {self.variant!r} (model {self.model}, promptset {self.promptset}, scorer {self.scorer})"
@@ -69,22 +71,10 @@ class QualityKey:
 
     @property
     def path(self) -> str:
-        return f"results/quality/{self.model}/{self.variant}/{self.quality_set}.csv"
+        return paths.quality(self.model, self.variant, self.quality_set)
 
     def describe(self) -> str:
         return f"quality of variant {self.variant!r} (model {self.model}, set {self.quality_set})"
-
-
-def ed(editor: str) -> str:
-    return f"ed-{editor}"
-
-
-def ft(finetuner: str) -> str:
-    return f"ft-{finetuner}"
-
-
-def ed_ft(editor: str, finetuner: str) -> str:
-    return f"ed-{editor}+ft-{finetuner}"
 
 
 def edits(spec: Mapping) -> list[tuple[str, str]]:

@@ -23,11 +23,12 @@ import pandas as pd
 
 from editrobust.metrics import delta, flip_rate, label_rates, mcnemar
 from editrobust.metrics.persistence import KEYS
+from editrobust.variant_names import ed, ed_ft, ft
 
 from . import resample
 from .layout import TableRows
 from .load import SAFETY, TableInputError, check_labels, get, source
-from .spec import CLUSTERS, ScoreKey, ed, ed_ft, ft
+from .spec import CLUSTERS, ScoreKey
 
 BASE_GROUP = "Base"
 
