@@ -42,7 +42,8 @@ from editrobust.finetune import make_method, train  # noqa: E402
 from editrobust.finetune.latents import LatentCache  # noqa: E402
 from editrobust.io import write_json  # noqa: E402
 from editrobust.models.full_size import ARCHITECTURES, build_random_pipeline, spec  # noqa: E402
-from editrobust.sampling import DTYPES, SamplingSettings, generate  # noqa: E402
+from editrobust.devices import DTYPES  # noqa: E402
+from editrobust.sampling import SamplingSettings, generate  # noqa: E402
 
 FINETUNERS = ("full", "lora", "dora", "dreambooth")
 TASKS = ("sampling",) + FINETUNERS

@@ -21,7 +21,7 @@ from editrobust.io import load_image, write_csv
 from editrobust.models.base import prepare_base_model, snapshot_hub_model
 from editrobust.models.tiny import T5_MAX_LENGTH
 from editrobust.models.variants import load_pipeline, read_variant
-from editrobust.sampling_jobs import sample_promptset
+from editrobust.sampling import sample_promptset
 from hub_fake import FakeHub
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,7 +92,7 @@ def test_hub_base_edit_finetune_sample(family, tmp_path, monkeypatch):
     index = {}
     for variant in ("ed-e", "ed-e+ft-f"):
         out = tmp_path / "samples" / variant
-        index[variant] = sample_promptset(models / variant, promptset, entry, {"sampling": sampling, "device": "cpu"}, out)
+        index[variant] = sample_promptset(models / variant, promptset, entry, sampling, out, device="cpu")
         images = [load_image(out / f) for f in index[variant]["file"]]
         assert all(im.shape == (32, 32, 3) for im in images)
     assert index["ed-e"][["prompt_id", "seed"]].equals(index["ed-e+ft-f"][["prompt_id", "seed"]])

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from editrobust.sampling import SamplingSettings, generate, pick_device
+from editrobust.devices import pick_device
+from editrobust.sampling import SamplingSettings, generate
 
 
 def test_same_seed_same_image_across_batch_sizes(tiny_sd1):

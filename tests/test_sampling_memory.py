@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import SlicedAttnProcessor
 
-import editrobust.sampling_jobs as sampling_jobs
+import editrobust.sampling as sampling_stage
 from editrobust.config import ConfigError, load_yaml, validate_config
 from editrobust.models.base import prepare_base_model
 from editrobust.models.builders import build_sd1_pipeline
@@ -54,10 +54,10 @@ def test_the_sampling_stage_loads_the_model_in_the_configured_dtype(tmp_path, mo
                     vae_slicing=pipe.vae.use_slicing)
         return generate(pipe, *args, **kwargs)
 
-    monkeypatch.setattr(sampling_jobs, "generate", recording_generate)
-    sampling = {"device": "cpu", "sampling": {"steps": 1, "batch_size": 2, "dtype": "bfloat16", "vae_slicing": True}}
-    index = sampling_jobs.sample_promptset(tmp_path / "base", tmp_path / "prompts.csv", {"images_per_prompt": 2},
-                                           sampling, tmp_path / "samples")
+    monkeypatch.setattr(sampling_stage, "generate", recording_generate)
+    sampling = {"steps": 1, "batch_size": 2, "dtype": "bfloat16", "vae_slicing": True}
+    index = sampling_stage.sample_promptset(tmp_path / "base", tmp_path / "prompts.csv", {"images_per_prompt": 2},
+                                            sampling, tmp_path / "samples", device="cpu")
     assert seen == dict(unet=torch.bfloat16, vae=torch.bfloat16, text_encoder=torch.bfloat16, vae_slicing=True)
     assert len(index) == 2 and all((tmp_path / "samples" / f).is_file() for f in index["file"])
     assert pd.read_csv(tmp_path / "samples" / "index.csv")["seed"].tolist() == index["seed"].tolist()

@@ -36,15 +36,6 @@ def model_slice(wildcards):
     return canonical(config["models"][wildcards.model])
 
 
-def sampling_slice(wildcards):
-    return canonical(
-        {
-            "sampling": config["models"][wildcards.model].get("sampling", {}),
-            "device": config["device"],
-        }
-    )
-
-
 def promptset_slice(wildcards):
     return canonical(config["promptsets"][wildcards.promptset])
 

@@ -8,8 +8,9 @@ rule sample_promptset:
     output:
         "results/samples/{model}/{variant}/{promptset}/index.csv",
     params:
-        sampling=sampling_slice,
+        sampling=sampling_settings_slice,
         promptset=promptset_slice,
+        device=config["device"],
     log:
         "logs/sample_promptset/{model}/{variant}/{promptset}.log",
     benchmark:

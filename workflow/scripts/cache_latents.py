@@ -2,7 +2,7 @@ from pathlib import Path
 
 from editrobust.finetune.latents import cache_dataset_latents
 from editrobust.runtime import param_json, setup_job
-from editrobust.sampling import pick_device
+from editrobust.devices import pick_device
 
 log = setup_job(snakemake)
 cache = cache_dataset_latents(

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from editrobust.editing import resolve_road_row, run_edit
 from editrobust.runtime import param_json, setup_job
-from editrobust.sampling import pick_device
+from editrobust.devices import pick_device
 
 setup_job(snakemake)
 entry = param_json(snakemake, "editor")

@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 
 from editrobust.runtime import param_json, setup_job
-from editrobust.sampling import pick_device
+from editrobust.devices import pick_device
 from editrobust.scoring.embeddings import embed_image_set
 
 log = setup_job(snakemake)

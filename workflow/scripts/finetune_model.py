@@ -2,7 +2,7 @@ from pathlib import Path
 
 from editrobust.finetune import run_finetune
 from editrobust.runtime import param_json, setup_job
-from editrobust.sampling import pick_device
+from editrobust.devices import pick_device
 
 setup_job(snakemake)
 out_dir = Path(snakemake.output.final).parent  # results/models/<model>/<variant>

@@ -4,7 +4,7 @@ import pandas as pd
 
 from editrobust.io import write_csv
 from editrobust.runtime import param_json, setup_job
-from editrobust.sampling import pick_device
+from editrobust.devices import pick_device
 from editrobust.scoring.quality import quality_table
 
 log = setup_job(snakemake)

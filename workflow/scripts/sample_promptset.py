@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from editrobust.runtime import param_json, setup_job
-from editrobust.sampling_jobs import sample_promptset
+from editrobust.sampling import sample_promptset
 
 setup_job(snakemake)
 sample_promptset(
@@ -10,4 +10,5 @@ sample_promptset(
     promptset=param_json(snakemake, "promptset"),
     sampling=param_json(snakemake, "sampling"),
     out_dir=Path(snakemake.output[0]).parent,
+    device=snakemake.params.device,
 )

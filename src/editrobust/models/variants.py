@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from editrobust.devices import torch_dtype
+
 VARIANT_FILE = "variant.json"
 
 
@@ -164,13 +166,10 @@ def fuse_lora_adapter(pipe, variant_dir: str | Path, adapter: dict):
     return pipe
 
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
 def base_dtype(info: dict) -> torch.dtype | None:
     """The dtype a hub model is loaded in (`models.<name>.dtype`); None = the files' own."""
     name = (info.get("params") or {}).get("dtype")
-    return DTYPES[name] if name else None
+    return torch_dtype(name) if name else None
 
 
 def _dtype_kwarg() -> str:

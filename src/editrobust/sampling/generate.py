@@ -1,4 +1,4 @@
-"""Batched, seed-exact sampling.
+"""Batched, seed-exact sampling of a loaded pipeline.
 
 Every image has its own `torch.Generator` seeded from (prompt, image index), created on the CPU
 as UCE's evaluation scripts do, so an image depends only on its prompt, seed and the sampling
@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -46,13 +44,6 @@ class SamplingSettings:
         return asdict(self)
 
 
-def torch_dtype(name: str) -> torch.dtype:
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"sampling.dtype: unknown dtype {name!r} (choose from {', '.join(DTYPES)})") from None
-
-
 def configure_for_sampling(pipe, settings: SamplingSettings):
     """Apply the memory options of `settings` to a loaded pipeline (in place; returns it).
 
@@ -60,7 +51,7 @@ def configure_for_sampling(pipe, settings: SamplingSettings):
     PyTorch's fused attention, which it replaces); VAE slicing decodes a batch one image at a time
     and VAE tiling decodes large images in overlapping tiles. Slicing leaves images unchanged up
     to float rounding; tiling can change pixels near tile seams. The dtype is chosen when the
-    pipeline is loaded (`load_pipeline(..., dtype=torch_dtype(settings.dtype))`).
+    pipeline is loaded (`load_pipeline(..., dtype=devices.torch_dtype(settings.dtype))`).
     """
     if settings.attention_slicing is not False:
         if not any(hasattr(m, "set_attention_slice") for m in pipe.components.values()):
@@ -72,17 +63,6 @@ def configure_for_sampling(pipe, settings: SamplingSettings):
     if settings.vae_tiling:
         pipe.vae.enable_tiling()
     return pipe
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """cuda, then mps, then cpu — unless the config forces one."""
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def native_resolution(pipe) -> int:
