@@ -258,9 +258,9 @@ def quick_setup(work: Path, config: dict, model: Path | None) -> tuple[Path, dic
 
 def add_edit(base_dir: Path) -> None:
     """One UCE erasure (no classifier needed), so storage shows an edit's delta too."""
-    from editrobust.editing import run_edit
+    from editrobust.editors import edit_model
 
-    run_edit(base_dir, "erase", {"method": "uce_erase", "edit_concepts": ["naked", "blood"]},
+    edit_model(base_dir, "erase", {"method": "uce_erase", "edit_concepts": ["naked", "blood"]},
              base_dir.parent / "ed-erase")
 
 

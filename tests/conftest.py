@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = REPO / "src" / "editrobust" / "schemas" / "config.schema.yaml"
 # SD1Sizes of the tiny random SD1.x models the tests build.
 TINY_SIZES = dict(vae_channels=[8, 8, 8], unet_channels=[16, 16], norm_num_groups=8, unet_head_dim=4,
                   text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64)

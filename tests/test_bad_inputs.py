@@ -201,7 +201,7 @@ def truncated_delta_sampling(tmp: Path, tiny_base: dict) -> Job:
     return Job("sample_promptset.py", input={"model": [models / "base/variant.json", models / "ed-x/variant.json"], "promptset": promptset},
                output={"out": tmp / "results/samples/tiny/ed-x/p/index.csv"},
                params={"promptset": {"source": "csv", "path": "x", "images_per_prompt": 1},
-                       "sampling": {"sampling": {"steps": 1}, "device": "cpu"}},
+                       "sampling": {"steps": 1}, "device": "cpu"},
                wildcards={"model": "tiny", "variant": "ed-x", "promptset": "p"})
 
 

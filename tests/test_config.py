@@ -70,7 +70,7 @@ def test_unknown_editor_method_and_key(cfg):
     cfg["editors"]["debias"]["method"] = "uce_debiass"
     msg = _err(cfg)
     assert "editors.erase_unsafe.erase_scal: unknown key" in msg
-    assert "editors.debias.method: 'uce_debiass' is not one of" in msg
+    assert "editors.debias.method: unknown method 'uce_debiass' (known: uce_erase, uce_debias, refact" in msg
 
 
 def test_oracle_needs_a_toy_model(cfg):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from editrobust.editing import clip_gender_classifier
+from editrobust.editors.methods.uce_debias import clip_gender_classifier
 from editrobust.io import save_png
 from editrobust.scoring import get_scorer
 

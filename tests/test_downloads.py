@@ -164,7 +164,7 @@ def test_i2p_promptset_samples_a_fixed_set(workdir, monkeypatch):
 
 
 def test_wikitext_lines_for_refact_statistics(workdir, monkeypatch):
-    from editrobust.editing import statistics_corpus
+    from editrobust.editors.methods.refact import statistics_corpus
 
     remote = workdir / "remote" / "wikitext"
     (remote / "wikitext-103-raw-v1").mkdir(parents=True)

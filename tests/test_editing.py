@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from editrobust.editing import resolve_road_row, run_edit, compute_fc2_statistic
-from editrobust.editors import apply_delta, uce_erase
+from editrobust.editors import EDITORS
+from editrobust.editors import edit_model as run_edit
+from editrobust.editors.common import apply_delta
+from editrobust.editors.methods.refact import compute_fc2_statistic, resolve_road_row
+from editrobust.editors.uce import uce_erase
 from editrobust.models.base import prepare_base_model
 from editrobust.models.variants import load_pipeline, read_delta, read_variant, variant_chain
 from editrobust.sampling import SamplingSettings, generate
@@ -30,7 +33,9 @@ def test_erase_variant_stores_only_the_edited_tensors_and_composes_bit_for_bit(b
     entry = {"method": "uce_erase", "edit_concepts": ["naked", "blood"], "erase_scale": 1.0}
     out = base_dir.parent / "ed-erase"
     info = run_edit(base_dir, "erase", entry, out)
-    assert info["kind"] == "edit" and info["parent"] == "base" and info["params"] == entry
+    # variant.json records every parameter the edit ran with, the declared defaults included
+    assert info["kind"] == "edit" and info["parent"] == "base" and info["params"] == EDITORS.entry(entry)
+    assert info["params"]["lamb"] == 0.5 and info["params"]["erase_scale"] == 1.0
     assert sorted(p.name for p in out.iterdir()) == ["unet.safetensors", "variant.json"]
     keys = set(read_delta(out)["unet"])
     assert keys and all("attn2.to_k" in k or "attn2.to_v" in k for k in keys)
@@ -58,7 +63,7 @@ def test_refact_variant_with_cached_statistic(base_dir):
     out = base_dir.parent / "ed-refact"
     entry = {"method": "refact", "road": {"file": "toy", "type": "appearance", "index": 0}, "layer": 1,
              "position": "eos", "v_max_grad_steps": 5}
-    info = run_edit(base_dir, "refact", entry, out, road_row=row, stats=stats)
+    info = run_edit(base_dir, "refact", entry, out, inputs={"stats": stats})
     delta = read_delta(out)
     assert list(delta) == ["text_encoder"] and list(delta["text_encoder"]) == ["encoder.layers.1.mlp.fc2.weight"]
     assert info["result"]["refact"]["text_encoder"]["steps"] >= 1

@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from editrobust.editors import (EDITORS, apply_delta, concept_embeddings, get_editor, refact_edit,
-                                refact_edit_pipeline, run_editor, second_moment, solve_uce, uce_debias, uce_erase,
-                                uce_modules, uce_transform)
+from editrobust.editors import EDITORS
+from editrobust.editors.common import apply_delta
+from editrobust.editors.refact import refact_edit, refact_edit_pipeline, second_moment
+from editrobust.editors.uce import concept_embeddings, solve_uce, uce_debias, uce_erase, uce_modules, uce_transform
+from editrobust.plugins import PluginError
 from editrobust.editors.refact import (fc2_io, fc2_key, lookup_index, lookup_positions, same_relative_depth,
                                       text_features)
 from editrobust.editors.uce import TOKENS, _last_token_index, _window_pair
@@ -66,10 +68,14 @@ def _rel(a, b):
 
 # ------------------------------------------------------------------------------------- registry
 def test_registry_names_and_unknown_editor():
-    assert set(EDITORS) == {"uce_erase", "uce_debias", "refact"}
-    assert get_editor("refact") is refact_edit_pipeline
-    with pytest.raises(ValueError, match="known editors: refact, uce_debias, uce_erase"):
-        get_editor("rome")
+    assert EDITORS.names() == ["uce_erase", "uce_debias", "refact"]
+    assert all(EDITORS.get(name).name == name for name in EDITORS.names())
+    with pytest.raises(PluginError, match="unknown method 'rome' \\(known: uce_erase, uce_debias, refact"):
+        EDITORS.get("rome")
+    with pytest.raises(PluginError, match="cannot import module 'nowhere'"):
+        EDITORS.get("nowhere:Editor")
+    with pytest.raises(PluginError, match="editrobust.editors.uce.uce_erase is not a subclass of"):
+        EDITORS.get("editrobust.editors.uce:uce_erase")
 
 
 # ------------------------------------------------------------------------------------ closed form
@@ -312,8 +318,8 @@ def test_uce_debias_reselect_keeps_the_best_pooled_iteration(sd1):
 
 def test_uce_debias_already_fair_returns_empty_delta(sd1):
     world = FakeWorld(sd1, {"doctor": 0.5})
-    delta, log = run_editor("uce_debias", sd1, concepts=["doctor"], classify=world.classify,
-                            generate=world.generate, progress=False)
+    delta, log = uce_debias(sd1, concepts=["doctor"], classify=world.classify, generate=world.generate,
+                            progress=False)
     assert delta == {} and len(log) == 1 and log[0]["converged"] == {"doctor": True}
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from editrobust.editing import compute_fc2_statistic, run_edit, statistics_corpus
+from editrobust.editors import edit_model
+from editrobust.editors.methods.refact import compute_fc2_statistic, statistics_corpus
 from editrobust.finetune import run_finetune
 from editrobust.finetune.latents import cache_dataset_latents
 from editrobust.io import load_image, write_csv
@@ -41,7 +42,6 @@ CHAINS = {
 
 @pytest.mark.parametrize("family", ["sdxl", "flux"])
 def test_hub_base_edit_finetune_sample(family, tmp_path, monkeypatch):
-    from editrobust.editing import resolve_road_row
     from editrobust.models.tiny import build_tiny_flux_pipeline, build_tiny_sdxl_pipeline
 
     monkeypatch.setenv("EDITROBUST_HUB_CACHE", str(tmp_path / "resources" / "hub"))
@@ -63,13 +63,13 @@ def test_hub_base_edit_finetune_sample(family, tmp_path, monkeypatch):
 
     # rules refact_statistic (SDXL: both encoders in one file) + edit_model
     editor = chain["editor"]
-    stats = None
+    inputs = {}
     if editor["method"] == "refact":
         stats = tmp_path / "stats.safetensors"
         compute_fc2_statistic(models / "base", editor["layer"], statistics_corpus("toy_captions")[:300], stats)
         assert {"C", "C_2", "layer_2"} <= set(load_file(str(stats)))
-    run_edit(models / "base", "e", editor, models / "ed-e", sampling=sampling, stats=stats,
-             road_row=resolve_road_row(editor["road"]) if "road" in editor else None)
+        inputs["stats"] = stats
+    edit_model(models / "base", "e", editor, models / "ed-e", sampling=sampling, inputs=inputs)
     edit_delta = load_file(str(models / "ed-e" / f"{chain['edited']}.safetensors"))
     assert edit_delta
 

@@ -1,23 +1,34 @@
-"""Config loading and validation: one clear error naming the key path, before any job starts."""
+"""Config loading and validation: one clear error naming the key path, before any job starts.
+
+The schema (`schemas/config.schema.yaml`, shipped in the package) describes every section; the
+entries of the plugin sections (editors, finetuners, scorers, tables, figures) are checked
+against the schema their plugin generates from its declared parameters (editrobust.plugins).
+Validation fills every default, from the schema and from the plugins' declarations: the
+validated config carries them, so a job's config slice shows exactly what it ran with.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 from editrobust import variant_names as vn
+from editrobust.plugins import PluginError, Registry
 
-DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_SCHEMA = resources.files("editrobust") / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
     """The config is wrong; the message names the key path."""
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path) -> dict:
     """Parse YAML safely (no Python object tags)."""
     try:
         with open(path) as f:
@@ -29,6 +40,13 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def plugin_registries() -> dict[str, Registry]:
+    """{config section: the registry of its plugins}."""
+    from editrobust.editors import EDITORS
+
+    return {"editors": EDITORS}
+
+
 def _key_path(path) -> str:
     parts = []
     for p in path:
@@ -36,23 +54,21 @@ def _key_path(path) -> str:
     return "".join(parts) or "<top level>"
 
 
-def _describe(err: jsonschema.ValidationError) -> str:
-    """Turn a jsonschema error into 'key.path: what is wrong'."""
+def _describe(err: jsonschema.ValidationError, prefix: tuple = ()) -> str:
+    """Turn a jsonschema error into 'key.path: what is wrong' (the path under `prefix`)."""
+    path = [*prefix, *err.absolute_path]
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = set(err.schema.get("properties", {}))
         extra = sorted(k for k in err.instance if k not in allowed)
         if extra:
-            where = _key_path(list(err.absolute_path) + [extra[0]])
             hint = f" (allowed: {', '.join(sorted(allowed))})" if allowed else ""
-            return f"{where}: unknown key{hint}"
+            return f"{_key_path(path + [extra[0]])}: unknown key{hint}"
     if err.validator == "pattern":
-        return (f"{_key_path(err.absolute_path)}: {err.instance!r} is not a valid name "
+        return (f"{_key_path(path)}: {err.instance!r} is not a valid name "
                 "(letters, digits and '_', starting with a letter or digit)")
     if err.validator == "enum":
-        return f"{_key_path(err.absolute_path)}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
-    if err.validator == "required":
-        return f"{_key_path(err.absolute_path)}: {err.message}"
-    return f"{_key_path(err.absolute_path)}: {err.message}"
+        return f"{_key_path(path)}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
+    return f"{_key_path(path)}: {err.message}"
 
 
 def _deepest(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
@@ -62,23 +78,65 @@ def _deepest(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
     return err
 
 
-def validate_config(config: dict, schema_path: str | Path = DEFAULT_SCHEMA) -> dict:
-    """Check `config` against the JSON schema and the cross-references between sections.
+def _filling_defaults(validator_class):
+    """A validator class that also sets each missing property that has a `default` (the
+    jsonschema FAQ's recipe): validating an instance fills its defaults in place."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if validator.is_type(instance, "object"):
+            for name, sub in props.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+Validator = _filling_defaults(jsonschema.Draft202012Validator)
+
+
+def load_schema(schema_path=DEFAULT_SCHEMA) -> dict:
+    """The config schema (a path, or the packaged file's Traversable)."""
+    source = Path(schema_path) if isinstance(schema_path, str) else schema_path
+    return yaml.safe_load(source.read_text())
+
+
+def _problems(schema: Mapping, instance, prefix: tuple = ()) -> list[str]:
+    """Every schema violation of `instance` (whose defaults this fills), as key-path lines."""
+    return sorted({_describe(_deepest(e), prefix) for e in Validator(schema).iter_errors(instance)})
+
+
+def _plugin_problems(config: dict, schema: Mapping) -> list[str]:
+    """Each plugin entry against its plugin's generated schema (defaults filled in place)."""
+    out = []
+    for section, registry in plugin_registries().items():
+        for name, entry in (config.get(section) or {}).items():
+            if not isinstance(entry, dict) or not isinstance(entry.get(registry.key), str):
+                continue  # the section's own schema has said what is wrong
+            try:
+                plugin = registry.get(entry[registry.key])
+            except PluginError as e:
+                out.append(f"{section}.{name}.{registry.key}: {e}")
+                continue
+            # the plugin's schema may refer to the config schema's shared definitions ($defs)
+            out += _problems({**plugin.schema(registry.key), "$defs": schema.get("$defs", {})}, entry, (section, name))
+    return out
+
+
+def validate_config(config: dict, schema_path=DEFAULT_SCHEMA) -> dict:
+    """Check `config` against the schema, its plugins' declarations and the cross-references
+    between sections.
 
     Raises ConfigError with every problem found, one per line, each starting with its key path.
-    Returns the config with defaults filled in (a new dict).
+    Returns the config with every default filled in (a new dict).
     """
-    schema = load_yaml(schema_path)
-    validator = jsonschema.Draft202012Validator(schema)
-    problems = sorted({_describe(_deepest(e)) for e in validator.iter_errors(config)})
+    schema = load_schema(schema_path)
+    config = json.loads(json.dumps(config))  # a deep copy that validation fills
+    problems = _problems(schema, config)
+    problems += _plugin_problems(config, schema)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
-    config = json.loads(json.dumps(config))  # a deep copy we may fill
-    config.setdefault("device", "auto")
-    for ev in config["evaluations"]:
-        ev.setdefault("variants", ["base"])
-    for quality_set in config.get("quality_sets", {}).values():
-        quality_set.setdefault("variants", ["base"])
     problems = _cross_reference_problems(config) + _scoring_reference_problems(config) + download_problems(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
@@ -103,13 +161,9 @@ def _cross_reference_problems(config: dict) -> list[str]:
             elif scorers[s]["kind"] == "oracle" and models.get(ev["model"], {}).get("kind") != "toy":
                 out.append(f"{where}.scorers[{j}]: scorer {s!r} is the toy-world oracle; "
                            f"model {ev['model']!r} is not a toy model")
-    for name, ed in editors.items():
-        if ed["method"] == "uce_debias" and ed.get("classifier", "oracle") == "oracle":
-            users = {ev["model"] for ev in config["evaluations"] if f"ed-{name}" in ev.get("variants", [])}
-            for m in sorted(users):
-                if models.get(m, {}).get("kind") != "toy":
-                    out.append(f"editors.{name}.classifier: the oracle classifier needs a toy model; "
-                               f"model {m!r} is not one")
+    for section, registry in plugin_registries().items():
+        for name, entry in (config.get(section) or {}).items():
+            out += registry.get(entry[registry.key]).problems(name, entry, config)
     out += finetune_problems(config)
     out += _table_problems(config)
     out += _report_problems(config)
@@ -201,16 +255,4 @@ def download_problems(config: dict) -> list[str]:
             ps = config["promptsets"].get(dl["promptset"])
             if ps is None or ps["source"] != "coco":
                 out.append(f"downloads.{name}.promptset: {dl['promptset']!r} is not a promptset of source coco")
-    clip_models = config.get("clip_models", {})
-    for name, ed in config.get("editors", {}).items():
-        if ed["method"] == "refact" and ed.get("statistics", "toy_captions") != "toy_captions":
-            check(f"editors.{name}.statistics", ed["statistics"], "wikitext103")
-        if ed["method"] == "uce_debias" and ed.get("classifier") == "clip":
-            if ed.get("clip_model") not in clip_models:
-                out.append(f"editors.{name}.clip_model: the CLIP classifier needs a name from clip_models "
-                           f"(got {ed.get('clip_model')!r}; defined: {', '.join(clip_models) or 'none'})")
-            texts = ed.get("classifier_texts")
-            if texts and sorted(texts) != sorted(ed.get("attributes", ["male", "female"])):
-                out.append(f"editors.{name}.classifier_texts: keys {sorted(texts)} must be the attributes "
-                           f"{sorted(ed.get('attributes', ['male', 'female']))}")
     return out

@@ -4,9 +4,10 @@ from pathlib import Path
 from editrobust import paths
 from editrobust import variant_names
 from editrobust.config import ConfigError, canonical, validate_config
+from editrobust.editors import EDITORS
 
 try:
-    config.update(validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+    config.update(validate_config(config))
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
@@ -80,21 +81,17 @@ def variant_chain_inputs(wildcards):
     return [paths.variant_json(wildcards.model, str(v)) for v in variant_names.parse(wildcards.variant).chain]
 
 
-def refact_statistic_path(model, editor):
-    entry = config["editors"][editor]
-    corpus = entry.get("statistics", "toy_captions")
-    return f"results/stats/{model}/fc2_second_moment_L{entry['layer']}_{corpus}.safetensors"
-
-
 def edit_inputs(wildcards):
-    """The base model; ReFACT also its cached fc2 statistic and a RoAD file given by path."""
+    """The base model and the files the editor's method reads (editors.Editor.inputs)."""
     entry = config["editors"][wildcards.editor]
-    out = {"base": f"results/models/{wildcards.model}/base/variant.json"}
-    if entry["method"] == "refact":
-        out["stats"] = refact_statistic_path(wildcards.model, wildcards.editor)
-        if entry["road"]["file"] != "toy":
-            out["road"] = via_downloads(entry["road"]["file"])
-    return out
+    extra = EDITORS.get(entry["method"]).inputs(wildcards.model, entry, config)
+    return {"base": paths.variant_json(wildcards.model, "base"), **{k: via_downloads(v) for k, v in extra.items()}}
+
+
+def editor_resolved_slice(wildcards):
+    """What the editor needs from other sections (editors.Editor.resolved), e.g. a CLIP model spec."""
+    entry = config["editors"][wildcards.editor]
+    return canonical(EDITORS.get(entry["method"]).resolved(entry, config))
 
 
 def sampling_settings_slice(wildcards):

@@ -69,10 +69,3 @@ def refact_corpus_inputs(wildcards):
         return [manifest_path(wildcards.corpus)]
     return []
 
-
-def debias_clip_slice(wildcards):
-    """A CLIP debias classifier's model spec (changing the CLIP weights re-runs the edit)."""
-    entry = config["editors"][wildcards.editor]
-    if entry["method"] == "uce_debias" and entry.get("classifier") == "clip":
-        return canonical({"name": entry["clip_model"], **config["clip_models"][entry["clip_model"]]})
-    return ""

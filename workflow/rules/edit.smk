@@ -4,12 +4,14 @@
 rule refact_statistic:
     """ReFACT's second moment of fc2 inputs: once per (model, layer, corpus), shared by every edit."""
     input:
-        "results/models/{model}/base/variant.json",
+        base="results/models/{model}/base/variant.json",
         corpus=refact_corpus_inputs,
     output:
         "results/stats/{model}/fc2_second_moment_L{layer}_{corpus}.safetensors",
     log:
         "logs/refact_statistic/{model}/L{layer}_{corpus}.log",
+    params:
+        device=config["device"],
     threads: TORCH_THREADS
     resources:
         gpu=TORCH_GPU,
@@ -26,7 +28,7 @@ rule edit_model:
         editor=editor_slice,
         sampling=sampling_settings_slice,
         device=config["device"],
-        clip_model=debias_clip_slice,
+        resolved=editor_resolved_slice,
     log:
         "logs/edit_model/{model}/{editor}.log",
     benchmark:

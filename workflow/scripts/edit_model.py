@@ -1,19 +1,17 @@
 from pathlib import Path
 
-from editrobust.editing import resolve_road_row, run_edit
-from editrobust.runtime import param_json, setup_job
 from editrobust.devices import pick_device
+from editrobust.editors import edit_model
+from editrobust.runtime import param_json, setup_job
 
 setup_job(snakemake)
-entry = param_json(snakemake, "editor")
-run_edit(
+edit_model(
     Path(snakemake.input.base).parent,
     snakemake.wildcards.editor,
-    entry,
+    param_json(snakemake, "editor"),
     Path(snakemake.output[0]).parent,
+    inputs={name: path for name, path in snakemake.input.items() if name != "base"},
+    resolved=param_json(snakemake, "resolved"),
     sampling=param_json(snakemake, "sampling"),
-    road_row=resolve_road_row(entry["road"]) if "road" in entry else None,
-    stats=snakemake.input.get("stats"),
     device=str(pick_device(snakemake.params.device)),
-    clip_model=param_json(snakemake, "clip_model") if snakemake.params.clip_model else None,
 )

@@ -46,13 +46,9 @@ import torch
 from tqdm.auto import tqdm
 
 from editrobust.editors.common import Delta, check_token_length, eval_mode, model_family, new_tensor
+from editrobust.editors.prompts import REFACT_POSITIONS, REFACT_TEMPLATES
 
-TEMPLATES = (
-    "{} in a realistic style portrait image", "{}, a portrait", "realistic painting of {}", "a current image of {}",
-    "{}, news image", "a beautiful photograph of {}", "realistic drawing of {}", "{}, realistic portrait",
-    "{} in a photo",
-)
-POSITIONS = ("subject_last", "eos", "tail")
+TEMPLATES, POSITIONS = REFACT_TEMPLATES, REFACT_POSITIONS
 
 
 # ---------------------------------------------------------------------------------- model access

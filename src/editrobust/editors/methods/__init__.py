@@ -1,0 +1,1 @@
+"""One module per editor method a config can name (`editors.<name>.method`); see editors/__init__.py."""

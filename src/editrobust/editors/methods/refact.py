@@ -1,0 +1,131 @@
+"""`method: refact`: ReFACT (Arad, Orgad, Belinkov; NAACL 2024; technion-cs-nlp/ReFACT).
+
+A rank-one edit of one text-encoder MLP (`mlp.fc2` of `layer`; refact.py), writing the edit of
+one RoAD row (its Prompt, Old and New texts). It reads the layer's cached second moment of fc2
+inputs (rule `refact_statistic`: once per model, layer and corpus, shared by every edit).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from editrobust import paths
+from editrobust.plugins import Param, reference_problems
+
+from .. import EditJob, Editor
+from ..prompts import REFACT_POSITIONS, REFACT_TEMPLATES
+
+log = logging.getLogger(__name__)
+
+TOY_CORPUS = "toy_captions"
+
+
+class Refact(Editor):
+    """ReFACT: a rank-one edit of one text-encoder MLP that writes one RoAD row's new fact."""
+
+    name = "refact"
+    params = {
+        "road": Param({"$ref": "#/$defs/road_row"}, required=True,
+                      doc="`{file, type, index}` as for promptsets: the edit's Prompt / Old / New"),
+        "layer": Param({"type": "integer", "minimum": 0}, required=True,
+                       doc="0-based encoder layer whose `mlp.fc2` is edited"),
+        "statistics": Param({"$ref": "#/$defs/name"}, TOY_CORPUS,
+                            doc="the corpus of the cached fc2 second moment: `toy_captions`, or a `downloads` entry "
+                                "of kind `wikitext103` whose sampled lines are read"),
+        "position": Param({"enum": list(REFACT_POSITIONS)}, "subject_last",
+                          doc="the lookup: `subject_last` (the paper), `eos`, or `tail` (our departure for denoisers "
+                              "that read the padding: the end token and every pad after it; refact.py)"),
+        "templates": Param({"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "\\{\\}"}},
+                           list(REFACT_TEMPLATES),
+                           doc="the contexts whose subject keys are averaged (ReFACT's 9 realistic-style templates); "
+                               "a model trained on other captions, like the toy, needs its own caption style"),
+        "v_lr": Param({"type": "number", "exclusiveMinimum": 0}, 0.05, doc="Adam step size of δ"),
+        "v_max_grad_steps": Param({"type": "integer", "minimum": 1}, 100, doc="at most this many steps"),
+        "v_prob_threshold": Param({"type": "number", "minimum": 0, "maximum": 1}, 0.99,
+                                  doc="stop when the mean p(new) exceeds this"),
+        "v_weight_decay": Param({"type": "number", "minimum": 0}, 0.1, doc="weight of ‖δ‖ / ‖m0‖² in the loss"),
+        "clamp_norm_factor": Param({"type": "number", "exclusiveMinimum": 0}, 4.0, doc="‖δ‖ ≤ this × ‖m0‖"),
+        "seed": Param({"type": "integer"}, 0, doc="pins anything stochastic in the optimisation"),
+    }
+
+    @classmethod
+    def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
+        if entry["statistics"] == TOY_CORPUS:
+            return []
+        return reference_problems(f"editors.{name}.statistics", entry["statistics"], config, "downloads", "wikitext103")
+
+    @classmethod
+    def inputs(cls, model: str, entry: Mapping, config: Mapping) -> dict[str, str]:
+        entry = cls.with_defaults(entry)
+        out = {"stats": paths.fill(paths.REFACT_STATISTIC, model=model, layer=entry["layer"], corpus=entry["statistics"])}
+        if entry["road"]["file"] != "toy":
+            out["road"] = entry["road"]["file"]
+        return out
+
+    def run(self, pipe, job: EditJob):
+        from safetensors.torch import load_file
+
+        from ..refact import refact_edit_pipeline
+
+        row = resolve_road_row(job.entry["road"])
+        moments = load_file(str(job.inputs["stats"]))
+        # SDXL: the statistic file also holds the second encoder's (see compute_fc2_statistic)
+        second = {"C_2": moments["C_2"], "layer_2": int(moments["layer_2"])} if "C_2" in moments else {}
+        delta, per_component = refact_edit_pipeline(pipe, row["prompt"], row["old"], row["new"], job.entry["layer"],
+                                                    moments["C"], **second,
+                                                    **job.params("road", "layer", "statistics"))
+        result = {c: {k: v for k, v in i.items() if k != "vectors"} for c, i in per_component.items()}
+        log.info("ReFACT %r: %r -> %r: %s", row["prompt"], row["old"], row["new"], result)
+        return delta, {"refact": result, "road_row": row}
+
+
+def resolve_road_row(spec: Mapping) -> dict:
+    """The edit texts of the RoAD row a config entry points at ({file, type, index}), lower-cased
+    as ReFACT reads them: {type, prompt, old, new}."""
+    from editrobust.promptsets import road_row
+
+    row = road_row(spec)
+    return {"type": row["Type"].lower(), "prompt": row["Prompt"].lower(), "old": row["Old"].lower(),
+            "new": row["New"].lower()}
+
+
+def statistics_corpus(name: str, path: str | Path | None = None) -> list[str]:
+    """Texts for ReFACT's fc2 statistic. `toy_captions`: 20,000 captions of the toy base world
+    (the toy's stand-in for WikiText-103 lines); any other name is a download whose `lines.txt`
+    (one text per line; for WikiText-103, 100,000 sampled non-empty lines) is at `path`."""
+    if name == TOY_CORPUS:
+        from editrobust.toyworld.captions import sample_base_world
+
+        return sample_base_world(20_000, seed=12345)[1]
+    if path is None:
+        raise ValueError(f"statistics corpus {name!r}: not {TOY_CORPUS}, and no lines file given")
+    from editrobust.data.downloads import read_corpus_lines
+
+    return read_corpus_lines(path)
+
+
+def compute_fc2_statistic(base_dir: str | Path, layer: int, texts: list[str], out_path: str | Path,
+                          device: str = "cpu", max_length: int | None = None) -> None:
+    """ReFACT's uncentred second moment C of the fc2 inputs of `layer`, cached as safetensors."""
+    import torch
+    from safetensors.torch import save_file
+
+    from editrobust.io import atomic_path
+    from editrobust.models.variants import load_pipeline
+
+    from ..common import model_family
+    from ..refact import num_layers, same_relative_depth, second_moment
+
+    pipe = load_pipeline(base_dir, device=device, dtype=torch.float32)
+    C = second_moment(pipe.text_encoder, pipe.tokenizer, layer, texts, max_length=max_length)
+    tensors = {"C": C.float().contiguous().cpu(), "n_texts": torch.tensor(len(texts))}
+    if model_family(pipe) == "sdxl":
+        # SDXL's ReFACT edits both encoders; bigG's layer is at the same relative depth (one job
+        # per (model, layer) still: the pair is one statistic)
+        layer_2 = same_relative_depth(layer, num_layers(pipe.text_encoder), num_layers(pipe.text_encoder_2))
+        C_2 = second_moment(pipe.text_encoder_2, pipe.tokenizer_2, layer_2, texts, max_length=max_length)
+        tensors.update(C_2=C_2.float().contiguous().cpu(), layer_2=torch.tensor(layer_2))
+    with atomic_path(out_path) as tmp:
+        save_file(tensors, str(tmp))

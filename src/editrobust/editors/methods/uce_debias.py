@@ -1,0 +1,170 @@
+"""`method: uce_debias`: UCE's iterative debiasing (Gandikota et al., WACV 2024; its 2025 code).
+
+Each iteration samples every concept, classifies the images' gender, and re-solves UCE's closed
+form with each concept's key shifted along the attribute directions until the measured ratios
+reach the desired ones (uce.py: `uce_debias`). The classifier is the toy world's oracle on toy
+models or zero-shot OpenCLIP on real ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from editrobust.plugins import Param
+
+from .. import EditJob, Editor
+
+log = logging.getLogger(__name__)
+
+CONCEPTS = {"$ref": "#/$defs/concept_list"}
+TEMPLATE = {"type": "string", "pattern": "\\{\\}"}
+# The toy oracle's gender words -> UCE's attribute words.
+ORACLE_GENDER = {"man": "male", "woman": "female"}
+# Keys that configure the job around UCE's loop rather than the loop itself.
+JOB_KEYS = ("classifier", "clip_model", "classifier_texts", "images_per_iteration", "prompt_template")
+
+
+class UceDebias(Editor):
+    """UCE debias: iterate UCE's closed form until a classifier sees the desired attribute ratios."""
+
+    name = "uce_debias"
+    params = {
+        "concepts": Param({**CONCEPTS, "minItems": 1}, required=True,
+                          doc="the texts to debias, also the prompts sampled in the loop"),
+        "attributes": Param({**CONCEPTS, "minItems": 2}, ["male", "female"], doc="the classifier's labels"),
+        "attribute_texts": Param({**CONCEPTS, "minItems": 2},
+                                 doc="texts whose embeddings are the attribute directions, one per attribute "
+                                     "(default: the attributes), e.g. `a man; a woman`"),
+        "desired_ratios": Param({"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+                                [0.5, 0.5], doc="the target share of each attribute"),
+        "token_mode": Param({"enum": ["last", "window"]}, "last",
+                            doc="`last`: UCE's current single token; `window`: the paper-era aligned windows "
+                                "(last sub-word, EOS and pads), SD1.x/SDXL only"),
+        "edit_templates": Param({"type": "array", "minItems": 1, "items": TEMPLATE}, ["{}"],
+                                doc="old UCE's edit prompts: each template (e.g. `a photo of {}`) adds every concept "
+                                    "in that phrasing as one more edited key; without `prompt_template` the loop "
+                                    "samples the templates in turn"),
+        "max_iterations": Param({"type": "integer", "minimum": 1}, 30, doc="iterations of the loop at most"),
+        "max_diff": Param({"type": "number", "exclusiveMinimum": 0}, 0.05,
+                          doc="a concept has converged when every ratio is within this of its target"),
+        "gain": Param({"type": "number", "exclusiveMinimum": 0}, 1.0,
+                      doc="scales each update (UCE's integral controller uses 1; the toy uses 0.3, 1 oscillated)"),
+        "gain_halving": Param({"type": "boolean"}, False,
+                              doc="our extension: halve a concept's gain each time its gap changes sign"),
+        "reselect_top": Param({"type": "integer", "minimum": 0}, 0,
+                              doc="our extension: the best measured iterations measured again before one is kept "
+                                  "(the best of many noisy measurements is mostly luck)"),
+        "reselect_rounds": Param({"type": "integer", "minimum": 0}, 2,
+                                 doc="fresh measurements per re-measured iteration; the smallest pooled gap is kept"),
+        "lamb": Param({"type": "number", "minimum": 0}, 0.5, doc="ridge weight λ towards the old weights"),
+        "edit_scale": Param({"type": "number", "minimum": 0}, 1.0, doc="weight of the edited keys"),
+        "preserve_scale": Param({"type": "number", "minimum": 0}, 1.0, doc="weight of the preserve keys"),
+        "preserve_concepts": Param(CONCEPTS, [], doc="concepts whose outputs are kept"),
+        "classifier": Param({"enum": ["oracle", "clip"]}, "oracle",
+                            doc="`oracle`: the toy world's gender (toy models only); `clip`: zero-shot OpenCLIP, "
+                                "argmax over `classifier_texts`"),
+        "clip_model": Param({"$ref": "#/$defs/name"}, doc="with `classifier: clip`: a name from `clip_models`"),
+        "classifier_texts": Param({"type": "object", "minProperties": 2,
+                                   "additionalProperties": {"type": "string", "minLength": 1}},
+                                  doc="{attribute: text} of the CLIP classifier (default {male: a man, female: a woman}, "
+                                      "UCE's CLIP_classify.py); keys = the attributes"),
+        "images_per_iteration": Param({"type": "integer", "minimum": 1}, 16,
+                                      doc="images per concept and iteration (fixed seeds, disjoint from evaluation)"),
+        "prompt_template": Param(TEMPLATE, doc="the prompt sampled in the loop (default: the edit templates in turn)"),
+    }
+
+    @classmethod
+    def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
+        where = f"editors.{name}"
+        if entry["classifier"] == "oracle":
+            models = config.get("models") or {}
+            users = {ev["model"] for ev in config.get("evaluations") or [] if f"ed-{name}" in ev.get("variants", [])}
+            return [f"{where}.classifier: the oracle classifier needs a toy model; model {m!r} is not one"
+                    for m in sorted(users) if (models.get(m) or {}).get("kind") != "toy"]
+        clip_models = config.get("clip_models") or {}
+        if entry.get("clip_model") not in clip_models:
+            return [f"{where}.clip_model: the CLIP classifier needs a name from clip_models "
+                    f"(got {entry.get('clip_model')!r}; defined: {', '.join(clip_models) or 'none'})"]
+        texts = entry.get("classifier_texts")
+        if texts and sorted(texts) != sorted(entry["attributes"]):
+            return [f"{where}.classifier_texts: keys {sorted(texts)} must be the attributes {sorted(entry['attributes'])}"]
+        return []
+
+    @classmethod
+    def resolved(cls, entry: Mapping, config: Mapping) -> dict:
+        entry = cls.with_defaults(entry)
+        if entry["classifier"] != "clip":
+            return {}
+        return {"clip_model": {"name": entry["clip_model"], **config["clip_models"][entry["clip_model"]]}}
+
+    def run(self, pipe, job: EditJob):
+        from editrobust.sampling import SamplingSettings
+
+        from ..uce import uce_debias
+
+        entry = job.entry
+        if entry["classifier"] == "oracle":
+            classify = toy_oracle_classifier
+        else:
+            if "clip_model" not in job.resolved:
+                raise ValueError(f"editors.{job.editor}.clip_model: the CLIP debias classifier needs a CLIP model")
+            classify = clip_gender_classifier(job.resolved["clip_model"], entry.get("classifier_texts"),
+                                              device=job.device)
+        delta, iterations = uce_debias(pipe, classify=classify,
+                                       generate=debias_generator(entry, SamplingSettings.from_dict(job.sampling)),
+                                       **job.params(*JOB_KEYS), **job.text_length)
+        for it in iterations:
+            log.info("debias iteration %d: %s", it["iteration"],
+                     {c: round(r.get("female", 0.0), 3) for c, r in it["ratios"].items()})
+        for it in iterations:
+            if "reselect_gap" in it:
+                pooled = {c: round(r.get("female", 0.0), 3) for c, r in it["reselect_ratios"].items()}
+                log.info("debias iteration %d measured again: pooled mean gap %.3f, female %s", it["iteration"],
+                         it["reselect_gap"], pooled)
+        log.info("debias keeps iteration %d", next(it["iteration"] for it in iterations if it.get("selected")))
+        return delta, {"iterations": iterations}
+
+
+def toy_oracle_classifier(images) -> list[str | None]:
+    from editrobust.toyworld.oracle import label_images
+
+    return [ORACLE_GENDER.get(lab["gender"]) for lab in label_images(images)]
+
+
+def debias_generator(entry: Mapping, sampling):
+    """`generate(pipe, concept)` for the debias loop: a fixed set of seeds per iteration, so the
+    loop is reproducible (UCE's script samples unseeded)."""
+    from editrobust.sampling import generate
+
+    n = entry["images_per_iteration"]
+    # the prompts measured are those edited: `prompt_template`, else the edit templates in turn
+    templates = [entry["prompt_template"]] if "prompt_template" in entry else entry["edit_templates"]
+    counter = {"calls": 0}
+
+    def gen(pipe, concept):
+        counter["calls"] += 1
+        first = 10_000 + 1_000 * counter["calls"]  # disjoint from evaluation seeds
+        prompts = [templates[i % len(templates)].format(concept) for i in range(n)]
+        return generate(pipe, prompts, list(range(first, first + n)), sampling, progress=False)
+
+    return gen
+
+
+def clip_gender_classifier(spec: Mapping, texts: Mapping | None = None, device: str = "cpu"):
+    """UCE debias's classifier on real models: zero-shot CLIP between two texts, argmax, mapped to
+    the attribute words (`{male: "a man", female: "a woman"}` by default, UCE's CLIP_classify.py)."""
+    import numpy as np
+
+    from editrobust.scoring.embeddings import compute_image_embeddings, load_clip
+
+    texts = dict(texts or {"male": "a man", "female": "a woman"})
+    clip = load_clip(dict(spec), device=device)
+    text_emb = clip.encode_texts(list(texts.values())).numpy()
+    attributes = np.array(list(texts), dtype=object)
+
+    def classify(images) -> list[str]:
+        img = compute_image_embeddings(clip, list(images))
+        return list(attributes[(img @ text_emb.T).argmax(axis=1)])
+
+    return classify
