@@ -8,7 +8,7 @@ import torch
 
 from editrobust.editors import EDITORS
 from editrobust.editors import edit_model as run_edit
-from editrobust.editors.common import apply_delta
+from editrobust.models.components import apply_delta
 from editrobust.editors.methods.refact import compute_fc2_statistic, resolve_road_row
 from editrobust.editors.uce import uce_erase
 from editrobust.models.base import prepare_base_model

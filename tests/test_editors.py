@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from editrobust.editors import EDITORS
-from editrobust.editors.common import apply_delta
+from editrobust.models.components import apply_delta
 from editrobust.editors.refact import refact_edit, refact_edit_pipeline, second_moment
 from editrobust.editors.uce import concept_embeddings, solve_uce, uce_debias, uce_erase, uce_modules, uce_transform
 from editrobust.plugins import PluginError

@@ -11,7 +11,7 @@ An editor is a plugin (editrobust.plugins) of class `Editor`, named by the entry
 A method module declares its config keys (`params`), the files it reads besides the base model
 (`inputs`: ReFACT's cached statistic), what else it needs from the config (`resolved`: a CLIP
 classifier's model spec) and `run(pipe, job) -> (delta, info)`. A **delta** is only the changed
-tensors, `{component: {state-dict key: new tensor}}` (editors/common.py). A method of your own is
+tensors, `{component: {state-dict key: new tensor}}` (models/components.py). A method of your own is
 one module with an `Editor` subclass, named in the config as `method: package.module:Class`.
 
 Entry points (one per rule): `edit_model` and `refact_statistic`. This module imports no torch:

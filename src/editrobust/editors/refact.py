@@ -45,7 +45,8 @@ from contextlib import contextmanager
 import torch
 from tqdm.auto import tqdm
 
-from editrobust.editors.common import Delta, check_token_length, eval_mode, model_family, new_tensor
+from editrobust.editors.common import check_token_length, eval_mode
+from editrobust.models.components import Delta, model_family, new_tensor
 from editrobust.editors.prompts import REFACT_POSITIONS, REFACT_TEMPLATES
 
 TEMPLATES, POSITIONS = REFACT_TEMPLATES, REFACT_POSITIONS

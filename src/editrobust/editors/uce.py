@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from editrobust.editors.common import (Delta, check_token_length, component, delta_applied, eval_mode,
-                                       execution_device, model_family, new_tensor, require_nonempty, split_concepts)
+from editrobust.editors.common import check_token_length, eval_mode, require_nonempty, split_concepts
+from editrobust.models.components import (Delta, component, delta_applied, execution_device, model_family,
+                                          new_tensor)
 
 TOKENS, POOLED = "tokens", "pooled"  # which text embedding a module reads
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from editrobust.editors.common import model_family
+from editrobust.models.components import model_family
 
 
 def scale_latents(pipe, z: torch.Tensor) -> torch.Tensor:

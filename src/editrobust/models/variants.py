@@ -123,7 +123,7 @@ def variant_chain(variant_dir: str | Path) -> list[Path]:
 def load_pipeline(variant_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
     """Load a variant as a ready-to-sample pipeline: the base pipeline (safetensors only, no remote
     code), then each delta along the chain base -> ... -> variant."""
-    from editrobust.editors.common import apply_delta
+    from editrobust.models.components import apply_delta
 
     chain = variant_chain(variant_dir)
     pipe = _load_base(chain[0], dtype)

@@ -115,7 +115,7 @@ def compute_fc2_statistic(base_dir: str | Path, layer: int, texts: list[str], ou
     from editrobust.io import atomic_path
     from editrobust.models.variants import load_pipeline
 
-    from ..common import model_family
+    from editrobust.models.components import model_family
     from ..refact import num_layers, same_relative_depth, second_moment
 
     pipe = load_pipeline(base_dir, device=device, dtype=torch.float32)
