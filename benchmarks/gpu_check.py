@@ -38,7 +38,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: no progre
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from editrobust.finetune import make_method, train  # noqa: E402
+from editrobust.finetune import make_finetuner  # noqa: E402
+from editrobust.finetune.loop import train  # noqa: E402
 from editrobust.finetune.latents import LatentCache  # noqa: E402
 from editrobust.io import write_json  # noqa: E402
 from editrobust.models.full_size import ARCHITECTURES, build_random_pipeline, spec  # noqa: E402
@@ -116,7 +117,7 @@ def measure_finetune(arch: str, size: str, device: torch.device, method_name: st
     entry = dict(method=method_name, steps=warmup + timed + 1)
     if batch:
         entry["batch"] = batch
-    method = make_method(entry)
+    method = make_finetuner(entry)
     stamps: list[float] = []
 
     def on_step(step: int) -> None:
@@ -134,7 +135,7 @@ def measure_finetune(arch: str, size: str, device: torch.device, method_name: st
             pass
     durations = np.diff(stamps)[warmup - 1:]  # stamps follow steps 1..warmup+timed
     return dict(value=1.0 / float(np.median(durations)), unit="steps/s", peak_gb=peak_memory_gb(device),
-                batch=method.params["batch"])
+                batch=method.settings["batch"])
 
 
 def run_one(fn, *args, device: torch.device, **kwargs) -> dict:

@@ -105,7 +105,8 @@ class EncodeEveryStep:
 def finetune_figures(base_dir: Path, finetuners: dict, datasets: dict, work: Path) -> dict:
     """Wall times (one run each) of the fine-tunes with the shared cache and without it."""
     from editrobust.data.finetune_datasets import load_finetune_dataset
-    from editrobust.finetune import make_method, run_finetune, train
+    from editrobust.finetune import finetune_model, make_finetuner
+    from editrobust.finetune.loop import train
     from editrobust.finetune.latents import cache_dataset_latents
     from editrobust.models.variants import load_pipeline
     from editrobust.sampling import native_resolution
@@ -120,7 +121,7 @@ def finetune_figures(base_dir: Path, finetuners: dict, datasets: dict, work: Pat
     for fname, entry in finetuners.items():
         ds = {"name": entry["dataset"], "entry": datasets[entry["dataset"]]}
         t0 = time.perf_counter()
-        run_finetune(base_dir, fname, entry, ds, caches[entry["dataset"]], base_dir.parent / f"ft-{fname}",
+        finetune_model(base_dir, fname, entry, ds, caches[entry["dataset"]], base_dir.parent / f"ft-{fname}",
                      work / "state" / fname)
         with_cache[f"ft-{fname}"] = time.perf_counter() - t0
 
@@ -128,7 +129,7 @@ def finetune_figures(base_dir: Path, finetuners: dict, datasets: dict, work: Pat
         pipe = load_pipeline(base_dir)
         dataset = load_finetune_dataset(entry["dataset"], datasets[entry["dataset"]])
         res = int(datasets[entry["dataset"]].get("resolution") or native_resolution(pipe))
-        train(pipe, make_method(entry), EncodeEveryStep(pipe.vae, dataset, res), work / "nocache" / f"ft-{fname}",
+        train(pipe, make_finetuner(entry), EncodeEveryStep(pipe.vae, dataset, res), work / "nocache" / f"ft-{fname}",
               work / "state_nocache" / fname, {"kind": "finetune"})
         without[f"ft-{fname}"] = time.perf_counter() - t0
     total_with, total_without = sum(with_cache.values()), sum(without.values())

@@ -176,9 +176,9 @@ def nan_finetune(tmp: Path, tiny_base: dict) -> Job:
     save_latent_cache(cache, tmp / "results/cache/tiny/latents_style.safetensors")
     out = tmp / "results/models/tiny/ft-full/variant.json"
     entry = {"method": "full", "dataset": "style", "steps": 3, "batch": 2, "checkpoint_every": 1, "save_every": 1}
-    from editrobust.finetune import make_method
+    from editrobust.finetune import make_finetuner
 
-    make_method(entry)  # the entry itself is valid
+    make_finetuner(entry)  # the entry itself is valid
     return Job("finetune_model.py",
                input={"parent": base / "variant.json", "cache": tmp / "results/cache/tiny/latents_style.safetensors"},
                output={"ckpt1": tmp / "results/models/tiny/ft-full@1/variant.json",

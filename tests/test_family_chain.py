@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from editrobust.editors import edit_model
 from editrobust.editors.methods.refact import compute_fc2_statistic, statistics_corpus
-from editrobust.finetune import run_finetune
+from editrobust.finetune import finetune_model
 from editrobust.finetune.latents import cache_dataset_latents
 from editrobust.io import load_image, write_csv
 from editrobust.models.base import prepare_base_model, snapshot_hub_model
@@ -76,7 +76,7 @@ def test_hub_base_edit_finetune_sample(family, tmp_path, monkeypatch):
     # rules cache_latents + finetune_<F>_edited
     cache = tmp_path / "latents.safetensors"
     cache_dataset_latents(models / "base", "style", STYLE["entry"], cache)
-    run_finetune(models / "ed-e", "f", chain["finetuner"], STYLE, cache, models / "ed-e+ft-f", tmp_path / "state")
+    finetune_model(models / "ed-e", "f", chain["finetuner"], STYLE, cache, models / "ed-e+ft-f", tmp_path / "state")
 
     # the composed M_ed_ft: the edit's tensors kept, the fine-tuned component changed
     base, ed_ft = load_pipeline(models / "base"), load_pipeline(models / "ed-e+ft-f")

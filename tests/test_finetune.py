@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from editrobust.data.finetune_datasets import load_finetune_dataset
-from editrobust.finetune import make_method, run_finetune, train
+from editrobust.finetune import finetune_model, make_finetuner
+from editrobust.finetune.loop import train
 from editrobust.finetune.latents import encode_dataset, load_latent_cache, save_latent_cache
 from editrobust.finetune.objectives import tokenize
 from editrobust.models.base import prepare_base_model
@@ -35,7 +36,7 @@ def sd1(tiny_sd1, tmp_path_factory):
 
 def _finetune(env, variant, entry, parent="base", cache="style", dataset=STYLE):
     out = env["root"] / "tiny" / variant
-    run_finetune(env["root"] / "tiny" / parent, variant, entry, dataset, env[cache], out,
+    finetune_model(env["root"] / "tiny" / parent, variant, entry, dataset, env[cache], out,
                  env["root"] / "state" / variant)
     return out
 
@@ -78,7 +79,7 @@ def test_full_trains_only_the_unet_and_stores_it_as_a_delta(sd1, tiny_sd1):
 def test_adapter_methods_train_only_the_adapter_and_load_in_plain_diffusers(sd1, tiny_sd1, method, tmp_path):
     pipe = load_pipeline(sd1["base"])
     unet_before, te_before = _state(pipe.unet), _state(pipe.text_encoder)
-    m = make_method({"method": method, "dataset": "style", "steps": 3, "batch": 2, "rank": 2, "alpha": 4,
+    m = make_finetuner({"method": method, "dataset": "style", "steps": 3, "batch": 2, "rank": 2, "alpha": 4,
                      **({"lr": 1e-2} if method == "lora" else {})})
     out = sd1["root"] / "tiny" / f"ft-{method}"  # a sibling of the base, as the parent chain needs
     train(pipe, m, load_latent_cache(sd1["style"]), out, tmp_path / "state", {"parent": "base", "kind": "finetune"})
@@ -136,7 +137,7 @@ def test_edit_then_lora_composes_the_whole_chain(sd1, tiny_sd1):
 def test_dreambooth_with_prior_preservation_trains_the_unet_on_the_identifier(sd1, tiny_sd1):
     entry = {"method": "dreambooth", "dataset": "subject", "steps": 2, "batch": 1, "lr": 1e-3,
              "with_prior_preservation": True, "num_class_images": 2, "class_sampling": {"steps": 2}}
-    m = make_method(entry)
+    m = make_finetuner(entry)
     pipe = load_pipeline(sd1["base"])
     cache = load_latent_cache(sd1["subject"])
     m.prepare(pipe, cache, torch.Generator().manual_seed(0))
@@ -165,7 +166,7 @@ def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(sd1,
     def finetune(variant, on_step=None):
         pipe = load_pipeline(base)
         info = {"parent": "base", "kind": "finetune"}
-        return train(pipe, make_method(entry), load_latent_cache(sd1["style"]), root / variant,
+        return train(pipe, make_finetuner(entry), load_latent_cache(sd1["style"]), root / variant,
                      tmp_path / "state" / variant, info, fingerprint_value="fp", on_step=on_step)
 
     finetune("ft-a")
@@ -195,7 +196,7 @@ def test_a_state_saved_for_other_parameters_is_not_resumed(sd1, tmp_path):
     entry = {"method": "lora", "dataset": "style", "steps": 3, "batch": 2, "checkpoint_every": 1, "lr": 1e-2}
 
     def finetune(fp, on_step=None):
-        return train(load_pipeline(sd1["base"]), make_method(entry), load_latent_cache(sd1["style"]),
+        return train(load_pipeline(sd1["base"]), make_finetuner(entry), load_latent_cache(sd1["style"]),
                      tmp_path / "ft", tmp_path / "state", {}, fingerprint_value=fp, on_step=on_step)
 
     def kill(step):
@@ -213,16 +214,16 @@ def test_a_nan_loss_raises_naming_step_method_and_variant_and_leaves_nothing(sd1
     cache.mean_flip[3] = float("nan")
     entry = {"method": "full", "dataset": "style", "steps": 50, "batch": 4, "checkpoint_every": 1, "save_every": 1}
     with pytest.raises(FloatingPointError, match=r"fine-tune ft-nan \(full\): loss is nan at step \d+"):
-        train(load_pipeline(sd1["base"]), make_method(entry), cache, tmp_path / "ft-nan", tmp_path / "state", {})
+        train(load_pipeline(sd1["base"]), make_finetuner(entry), cache, tmp_path / "ft-nan", tmp_path / "state", {})
     assert not (tmp_path / "ft-nan").exists() and not (tmp_path / "state").exists()
     assert not list(tmp_path.glob("ft-nan@*")) and not list(tmp_path.glob(".*tmp"))
 
 
 def test_bad_method_or_parameter_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown fine-tuning method 'qlora'"):
-        make_method({"method": "qlora", "dataset": "x", "steps": 1})
+    with pytest.raises(ValueError, match="unknown method 'qlora'"):
+        make_finetuner({"method": "qlora", "dataset": "x", "steps": 1})
     with pytest.raises(ValueError, match=r"'lora': unknown parameter\(s\) use_ema"):
-        make_method({"method": "lora", "dataset": "x", "steps": 1, "use_ema": True})
+        make_finetuner({"method": "lora", "dataset": "x", "steps": 1, "use_ema": True})
 
 
 def test_latent_cache_is_keyed_by_dataset_index(sd1, tiny_sd1):

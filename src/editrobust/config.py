@@ -43,8 +43,9 @@ def load_yaml(path) -> dict:
 def plugin_registries() -> dict[str, Registry]:
     """{config section: the registry of its plugins}."""
     from editrobust.editors import EDITORS
+    from editrobust.finetune import FINETUNERS
 
-    return {"editors": EDITORS}
+    return {"editors": EDITORS, "finetuners": FINETUNERS}
 
 
 def _key_path(path) -> str:
@@ -164,7 +165,6 @@ def _cross_reference_problems(config: dict) -> list[str]:
     for section, registry in plugin_registries().items():
         for name, entry in (config.get(section) or {}).items():
             out += registry.get(entry[registry.key]).problems(name, entry, config)
-    out += finetune_problems(config)
     out += _table_problems(config)
     out += _report_problems(config)
     return out
@@ -215,21 +215,6 @@ def canonical(value) -> str:
     """A key-sorted JSON string: the form config slices take as rule params, so that reordering
     YAML keys does not re-run anything and changing one entry re-runs only its subgraph."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def finetune_problems(config: dict) -> list[str]:
-    out = []
-    datasets = config.get("datasets", {})
-    for name, ft in config.get("finetuners", {}).items():
-        ds = datasets.get(ft["dataset"])
-        if ds is None:
-            out.append(f"finetuners.{name}.dataset: unknown dataset {ft['dataset']!r} "
-                       f"(defined: {', '.join(datasets) or 'none'})")
-        elif ft["method"] == "dreambooth" and not (ds["source"] == "dreambooth" or ds.get("set") == "subject"
-                                                   or ft.get("class_name")):
-            out.append(f"finetuners.{name}.dataset: DreamBooth needs a subject dataset (source dreambooth or toy "
-                       f"set subject) or a class_name; {ft['dataset']!r} is neither")
-    return out
 
 
 # --- hub models and downloads: names a promptset, editor or download refers to ----------------------

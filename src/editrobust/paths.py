@@ -80,6 +80,15 @@ def quality(model: str, variant: str, quality_set: str) -> str:
     return fill(QUALITY, model=model, variant=variant, quality_set=quality_set)
 
 
+def train_state_dir(variant_dir: str | os.PathLike) -> Path:
+    """A fine-tune's resumable state: TRAIN_STATE in the same results/ tree as its variant
+    directory, outside the job's outputs, so a killed job's state survives Snakemake's cleanup."""
+    variant_dir = Path(variant_dir)
+    results = variant_dir.parents[2]
+    state = fill(TRAIN_STATE, model=variant_dir.parent.name, variant=variant_dir.name)
+    return results / Path(state).relative_to("results")
+
+
 def table(name: str, ext: str = "csv") -> str:
     return fill(TABLE, table=name, ext=ext)
 

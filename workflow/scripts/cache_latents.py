@@ -1,11 +1,11 @@
 from pathlib import Path
 
-from editrobust.finetune.latents import cache_dataset_latents
-from editrobust.runtime import param_json, setup_job
 from editrobust.devices import pick_device
+from editrobust.finetune import cache_latents
+from editrobust.runtime import param_json, setup_job
 
 log = setup_job(snakemake)
-cache = cache_dataset_latents(
+cache = cache_latents(
     Path(snakemake.input.base).parent,
     snakemake.wildcards.dataset,
     param_json(snakemake, "dataset"),

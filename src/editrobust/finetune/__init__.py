@@ -1,8 +1,9 @@
 """Fine-tuning: M_ft = F(M, D), one training loop with the methods as strategies.
 
-A `finetuners.<name>` config entry names a `method` (a key of `METHODS`), a `dataset` (a key of
-`datasets`) and the method's parameters; it becomes the variants `ft-<name>` (of the base model)
-and `ed-<editor>+ft-<name>` (of an edited model), plus `<variant>@<step>` checkpoints.
+A `finetuners.<name>` config entry names a `method` (a plugin of class `Finetuner`, see
+method.py), a `dataset` (a key of `datasets`) and the method's parameters; it becomes the
+variants `ft-<name>` (of the base model) and `ed-<editor>+ft-<name>` (of an edited model), plus
+`<variant>@<step>` checkpoints.
 
 | method | trains | stores | module |
 |---|---|---|---|
@@ -12,64 +13,66 @@ and `ed-<editor>+ft-<name>` (of an edited model), plus `<variant>@<step>` checkp
 | `dreambooth` | the UNet on a subject's photos (+ prior preservation) | delta `unet.safetensors` | `dreambooth.py` |
 
 The loop (`loop.py`), the objectives per model family (`objectives.py`) and the shared latent
-cache (`latents.py`) are common to all.
+cache (`latents.py`) are common to all. Entry points (one per rule): `finetune_model` and
+`cache_latents`. This module imports no torch: config validation reads the declarations.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
-from editrobust.finetune.dreambooth import DreamBooth
-from editrobust.finetune.full import FullFinetune
-from editrobust.finetune.latents import cache_dataset_latents, load_latent_cache
-from editrobust.finetune.lora import DoraFinetune, LoraFinetune
-from editrobust.finetune.loop import checkpoint_steps, fingerprint, train
-from editrobust.finetune.method import Method
+from editrobust.finetune.method import Finetuner
+from editrobust.plugins import Registry
 
 log = logging.getLogger(__name__)
 
-METHODS: dict[str, type[Method]] = {
-    "full": FullFinetune,
-    "lora": LoraFinetune,
-    "dora": DoraFinetune,
-    "dreambooth": DreamBooth,
-}
-
-__all__ = ["METHODS", "make_method", "run_finetune", "cache_dataset_latents", "checkpoint_steps", "train"]
+FINETUNERS = Registry("finetuners", "method", Finetuner, {
+    "full": "editrobust.finetune.full:FullFinetune",
+    "lora": "editrobust.finetune.lora:LoraFinetune",
+    "dora": "editrobust.finetune.lora:DoraFinetune",
+    "dreambooth": "editrobust.finetune.dreambooth:DreamBooth",
+})
 
 
-def make_method(entry: dict) -> Method:
-    """The strategy object of a `finetuners.<name>` entry (parameters checked, defaults filled)."""
-    name = entry.get("method")
-    if name not in METHODS:
-        raise ValueError(f"unknown fine-tuning method {name!r} (known: {', '.join(METHODS)})")
-    return METHODS[name]({k: v for k, v in entry.items() if k not in ("method", "dataset")})
+def make_finetuner(entry: Mapping) -> Finetuner:
+    """The strategy object of a `finetuners.<name>` entry (keys checked, defaults filled)."""
+    return FINETUNERS.get(entry["method"])(entry)
 
 
-def run_finetune(parent_dir: str | Path, finetuner: str, entry: dict, dataset: dict, cache_path: str | Path,
-                 out_dir: str | Path, state_dir: str | Path, device: str = "cpu") -> dict:
-    """The rule `finetune_*`: load the parent variant, train, write `out_dir` (+ `@<step>` siblings).
+def finetune_model(parent_dir: str | Path, finetuner: str, entry: Mapping, dataset: Mapping, cache_path: str | Path,
+                   out_dir: str | Path, state_dir: str | Path, device: str = "cpu") -> dict:
+    """The rule `finetune_<F>`: load the parent variant, train, write `out_dir` (+ `@<step>` siblings).
 
     `dataset` is `{"name": ..., "entry": {...}}` (recorded in `variant.json`).
     """
+    import torch
+
+    from editrobust.finetune.latents import load_latent_cache
+    from editrobust.finetune.loop import fingerprint, train
     from editrobust.models.variants import load_pipeline, read_variant
 
     parent_dir, out_dir = Path(parent_dir), Path(out_dir)
     if parent_dir.parent != out_dir.parent:
         raise ValueError(f"{out_dir}: a variant's parent must be its sibling, got {parent_dir}")
-    method = make_method(entry)
+    method = make_finetuner(entry)
     cache = load_latent_cache(cache_path)
-    import torch
-
     # Training runs in float32 whatever dtype the model is sampled in (models.<name>.dtype).
     pipe = load_pipeline(parent_dir, device=device, dtype=torch.float32)
     check_vae_unchanged(parent_dir)
     info = dict(parent=parent_dir.name, kind="finetune", method=method.name, finetuner=finetuner,
-                params=method.params, dataset=dict(dataset, cache=cache.meta), steps=int(method.params["steps"]),
+                params=method.settings, dataset=dict(dataset, cache=cache.meta), steps=int(method.settings["steps"]),
                 parent_kind=read_variant(parent_dir)["kind"])
-    fp = fingerprint(method.params, parent_dir, Path(cache_path))
+    fp = fingerprint(method.settings, parent_dir, Path(cache_path))
     return train(pipe, method, cache, out_dir, state_dir, info, fingerprint_value=fp, device=device)
+
+
+def cache_latents(base_dir: str | Path, dataset: str, entry: Mapping, out_path: str | Path, device: str = "cpu"):
+    """The rule `cache_latents`: a dataset's VAE posteriors, once per (model, dataset)."""
+    from editrobust.finetune.latents import cache_dataset_latents
+
+    return cache_dataset_latents(base_dir, dataset, dict(entry), out_path, device=device)
 
 
 def check_vae_unchanged(variant_dir: Path) -> None:

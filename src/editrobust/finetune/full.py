@@ -18,17 +18,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from editrobust.finetune.method import Method, write_delta_files
-from editrobust.finetune.objectives import denoiser_name, text_encoder_names
+from editrobust.finetune.method import COMMON, Finetuner, write_delta_files
+from editrobust.plugins import Param
+
+# full and DreamBooth train whole modules and may keep an EMA of them
+MODULE_PARAMS = {
+    "train_text_encoder": Param({"type": "boolean"}, False,
+                                doc="also train the text encoder(s). Off by default as in the official scripts: the "
+                                    "paper's \"all parameters\" is ambiguous, and training CLIP on ~1,200 captions "
+                                    "mostly rewrites the text encoder (and every text-encoder edit with it)"),
+    "use_ema": Param({"type": "boolean"}, False, doc="keep an EMA of the trained weights (diffusers' `EMAModel`) and store it"),
+    "ema_decay": Param({"type": "number", "minimum": 0, "maximum": 1}, 0.9999, doc="the EMA's decay"),
+}
 
 
-class FullFinetune(Method):
+class FullFinetune(Finetuner):
+    """Full fine-tuning: every UNet (FLUX: transformer) parameter, on the dataset's images and captions."""
+
     name = "full"
-    defaults = dict(lr=1e-5, train_text_encoder=False, use_ema=False, ema_decay=0.9999)
+    params = {**COMMON, **MODULE_PARAMS}
 
     def trained_components(self, pipe) -> list[str]:
+        from editrobust.finetune.objectives import denoiser_name, text_encoder_names
+
         comps = [denoiser_name(pipe)]
-        if self.params["train_text_encoder"]:
+        if self.settings["train_text_encoder"]:
             comps += text_encoder_names(pipe)
         return comps
 

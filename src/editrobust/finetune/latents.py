@@ -126,7 +126,7 @@ def load_latent_cache(path: str | Path) -> LatentCache:
 
 def cache_dataset_latents(base_dir: str | Path, name: str, entry: dict, out_path: str | Path,
                           device: str = "cpu") -> LatentCache:
-    """The rule `cache_latents`: load the base model's VAE, encode dataset `name`, write the cache."""
+    """Load the base model's VAE, encode dataset `name`, write the cache (finetune.cache_latents)."""
     from editrobust.data.finetune_datasets import load_finetune_dataset
     from editrobust.models.variants import load_pipeline
     from editrobust.sampling import native_resolution

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from editrobust import variant_names
 from editrobust.finetune.latents import LatentCache
-from editrobust.finetune.method import Method
+from editrobust.finetune.method import Finetuner
 from editrobust.finetune.objectives import per_sample_loss, scale_latents
 from editrobust.io import atomic_dir, atomic_path, write_csv, write_json
 from editrobust.models.variants import VARIANT_FILE, file_checksums, library_versions
@@ -91,7 +91,7 @@ def set_rng_states(states: dict, generator: torch.Generator) -> None:
 
 
 # ------------------------------------------------------------------------------------- variants
-def write_variant(out_dir: Path, pipe, method: Method, info: dict, log_rows: list[dict]) -> dict:
+def write_variant(out_dir: Path, pipe, method: Finetuner, info: dict, log_rows: list[dict]) -> dict:
     """A fine-tuned variant, atomically: the method's files, `training_log.csv`, `variant.json`."""
     with atomic_dir(out_dir) as tmp:
         written = method.export(pipe, tmp)
@@ -123,7 +123,7 @@ class _Ema:
 
 
 # ------------------------------------------------------------------------------------------ loop
-def train(pipe, method: Method, cache: LatentCache, out_dir: str | Path, state_dir: str | Path, info: dict,
+def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, state_dir: str | Path, info: dict,
           fingerprint_value: str = "", device: str | torch.device = "cpu",
           on_step: Callable[[int], None] | None = None) -> dict:
     """Fine-tune `pipe` (the parent variant, loaded) with `method` on `cache`; write the variant
@@ -135,7 +135,7 @@ def train(pipe, method: Method, cache: LatentCache, out_dir: str | Path, state_d
     from diffusers.optimization import get_scheduler
 
     out_dir, state_dir = Path(out_dir), Path(state_dir)
-    p = method.params
+    p = method.settings
     variant = out_dir.name
     device = torch.device(device)
     pipe.to(device)

@@ -22,23 +22,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from editrobust.finetune.method import Method
-from editrobust.finetune.objectives import text_encoder_names
+from editrobust.finetune.method import COMMON, Finetuner, with_default
+from editrobust.plugins import Param
 
 ADAPTER_NAME = "default"
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj"]
+ADAPTER_PARAMS = {
+    "rank": Param({"type": "integer", "minimum": 1}, 4, doc="adapter rank r"),
+    "alpha": Param({"type": "number", "exclusiveMinimum": 0}, 4, doc="α (the adapter is scaled by α/r)"),
+    "target_modules": Param({"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                            TARGET_MODULES, doc="the adapted linear layers of the text encoder(s)"),
+}
 
 
-class LoraFinetune(Method):
+class LoraFinetune(Finetuner):
+    """LoRA on the text encoder(s) (attention projections), UNet frozen; AdamW."""
+
     name = "lora"
     use_dora = False
-    defaults = dict(lr=1e-4, rank=4, alpha=4, target_modules=TARGET_MODULES)
+    params = {**COMMON, "lr": with_default(COMMON["lr"], 1e-4), **ADAPTER_PARAMS}
 
     def lora_config(self):
         from peft import LoraConfig
 
-        p = self.params
+        p = self.settings
         return LoraConfig(r=p["rank"], lora_alpha=p["alpha"], init_lora_weights="gaussian",
                           target_modules=list(p["target_modules"]), use_dora=self.use_dora)
 
@@ -46,6 +54,8 @@ class LoraFinetune(Method):
         from peft import inject_adapter_in_model
 
         self.freeze(pipe)
+        from editrobust.finetune.objectives import text_encoder_names
+
         comps = text_encoder_names(pipe)
         for comp in comps:
             inject_adapter_in_model(self.lora_config(), getattr(pipe, comp), adapter_name=ADAPTER_NAME)
@@ -60,6 +70,8 @@ class LoraFinetune(Method):
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
 
+        from editrobust.finetune.objectives import text_encoder_names
+
         comps = text_encoder_names(pipe)
         kwargs, metadata = {}, self.lora_config().to_dict()
         metadata["target_modules"] = sorted(metadata["target_modules"])  # a set in peft; JSON needs a list
@@ -70,11 +82,16 @@ class LoraFinetune(Method):
             kwargs[f"{comp}_lora_adapter_metadata"] = metadata
         type(pipe).save_lora_weights(str(out_dir), safe_serialization=True, **kwargs)
         return {"components": [], "adapter": {"format": "diffusers_lora", "file": ADAPTER_FILE, "components": comps,
-                                              "rank": self.params["rank"], "alpha": self.params["alpha"],
+                                              "rank": self.settings["rank"], "alpha": self.settings["alpha"],
                                               "use_dora": self.use_dora}}
 
 
 class DoraFinetune(LoraFinetune):
+    """DoRA on the text encoder(s) (a learned magnitude per output row), UNet frozen; Prodigy."""
+
     name = "dora"
     use_dora = True
-    defaults = dict(LoraFinetune.defaults, lr=1.0, optimizer="prodigy", adam_beta2=0.99, adam_weight_decay=0.01)
+    params = {**LoraFinetune.params, "lr": with_default(COMMON["lr"], 1.0),
+              "optimizer": with_default(COMMON["optimizer"], "prodigy"),
+              "adam_beta2": with_default(COMMON["adam_beta2"], 0.99),
+              "adam_weight_decay": with_default(COMMON["adam_weight_decay"], 0.01)}

@@ -1,6 +1,8 @@
-"""What a fine-tuning method is to the training loop: a small strategy object.
+"""What a fine-tuning method is to the training loop: a plugin (editrobust.plugins) and a small
+strategy object.
 
-The loop (`loop.py`) is the same for every method. A method says
+The loop (`loop.py`) is the same for every method. A method declares its config keys (`params`:
+COMMON below plus its own) and says
 
 - which parameters train (`setup`: freeze everything, then enable or inject what trains),
 - its optimizer (`make_optimizer`: AdamW, or Prodigy where the method asks for it),
@@ -8,57 +10,78 @@ The loop (`loop.py`) is the same for every method. A method says
   per-sample losses combine (`reduce`),
 - what the variant stores (`export`: a delta of the trained module(s), or a LoRA adapter file).
 
-A new method is one module with a subclass of `Method` plus one entry in `finetune.METHODS`.
+A new method is one module with a subclass of `Finetuner`, named in the config as
+`method: package.module:Class` (built-ins: finetune.FINETUNERS). This module imports no torch at
+import time: config validation reads the declarations.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-import torch
+from editrobust.plugins import Param, Plugin, reference_problems
 
-from editrobust.finetune.latents import LatentCache
+POSITIVE = {"type": "number", "exclusiveMinimum": 0}
+BETA = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
+# The keys every method takes (config `finetuners.<name>`), with their defaults.
+COMMON = {
+    "dataset": Param({"$ref": "#/$defs/name"}, required=True, doc="a name from `datasets`"),
+    "steps": Param({"type": "integer", "minimum": 1}, required=True, doc="optimizer steps"),
+    "batch": Param({"type": "integer", "minimum": 1}, 4, doc="images per step"),
+    "lr": Param(POSITIVE, 1e-5, doc="learning rate"),
+    "lr_warmup_steps": Param({"type": "integer", "minimum": 0}, 0,
+                             doc="linear warm-up, then constant (the scripts' `constant_with_warmup`)"),
+    "optimizer": Param({"enum": ["adamw", "prodigy"]}, "adamw", doc="`adamw` or `prodigy`"),
+    "adam_beta1": Param(BETA, 0.9, doc="AdamW's (and Prodigy's) β1"),
+    "adam_beta2": Param(BETA, 0.999, doc="β2"),
+    "adam_weight_decay": Param({"type": "number", "minimum": 0}, 1e-2, doc="weight decay"),
+    "adam_epsilon": Param(POSITIVE, 1e-8, doc="ε"),
+    "prodigy_beta3": Param({"type": ["number", "null"]}, None, doc="Prodigy's β3 (null: √β2)"),
+    "prodigy_decouple": Param({"type": "boolean"}, True, doc="Prodigy: decoupled weight decay"),
+    "prodigy_use_bias_correction": Param({"type": "boolean"}, True, doc="Prodigy: bias correction"),
+    "prodigy_safeguard_warmup": Param({"type": "boolean"}, True, doc="Prodigy: safeguard warm-up"),
+    "prodigy_d0": Param(POSITIVE, 1e-6, doc="Prodigy's initial d (the Prodigy flags are the recommended ones)"),
+    "max_grad_norm": Param({"type": "number", "minimum": 0}, 1.0, doc="gradient-norm clipping (0 = off)"),
+    "random_flip": Param({"type": "boolean"}, False,
+                         doc="mirror rows at random (from the cached mirrored latents); off for the toy world, "
+                             "whose layout is not symmetric"),
+    "posterior_sample": Param({"type": "boolean"}, True,
+                              doc="train on a sample of each row's VAE posterior (the scripts' "
+                                  "`latent_dist.sample()`); false: on the posterior mean (the toy base model was "
+                                  "trained on means, and its VAE's posterior is loose)"),
+    "seed": Param({"type": "integer", "minimum": 0}, 0,
+                  doc="seeds batches, noise and timesteps (and the adapter's initialisation)"),
+    "checkpoint_every": Param({"type": "integer", "minimum": 0}, 0,
+                              doc="save the resumable training state every N steps (0 = never); a re-run after a "
+                                  "kill resumes there and ends with the same weights"),
+    "save_every": Param({"type": "integer", "minimum": 0}, 0,
+                        doc="also write the variant `<variant>@<step>` every N steps (0 = never)"),
+}
 
-# Parameters every method takes (config `finetuners.<name>`), with their defaults.
-COMMON_DEFAULTS = dict(
-    steps=100,
-    batch=4,
-    lr=1e-5,
-    lr_warmup_steps=0,  # linear warm-up, then constant (the scripts' `constant_with_warmup`)
-    optimizer="adamw",
-    adam_beta1=0.9,
-    adam_beta2=0.999,
-    adam_weight_decay=1e-2,
-    adam_epsilon=1e-8,
-    max_grad_norm=1.0,
-    random_flip=False,
-    # Train on posterior samples (SD's `latent_dist.sample()`) or on the posterior means (the toy
-    # base model was trained on means; its loose VAE posterior would add visible noise).
-    posterior_sample=True,
-    seed=0,
-    checkpoint_every=0,  # save the resumable training state every N steps (0 = never)
-    save_every=0,  # write the variant `<variant>@<step>` every N steps (0 = never)
-)
-# Prodigy's recommended flags (HF blog "LoRA training scripts of the world, unite!").
-PRODIGY_DEFAULTS = dict(prodigy_beta3=None, prodigy_decouple=True, prodigy_use_bias_correction=True,
-                        prodigy_safeguard_warmup=True, prodigy_d0=1e-6)
+
+def with_default(param: Param, default) -> Param:
+    """The same key with another default (a method's own, e.g. LoRA's lr)."""
+    return Param(param.schema, default, param.required, param.doc)
 
 
-class Method:
-    """Base strategy. Subclasses set `name`, `defaults` and override what differs."""
+class Finetuner(Plugin):
+    """Base strategy. Subclasses set `name`, `params` ({**COMMON, own keys}) and override what differs."""
 
     name = "base"
-    defaults: dict = {}
+    params: Mapping[str, Param] = COMMON
 
-    def __init__(self, params: dict):
-        known = {**COMMON_DEFAULTS, **PRODIGY_DEFAULTS, **self.defaults}
-        unknown = sorted(set(params) - set(known) - {"method", "dataset"})
+    @classmethod
+    def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
+        return reference_problems(f"finetuners.{name}.dataset", entry["dataset"], config, "datasets")
+
+    def __init__(self, entry: Mapping):
+        unknown = sorted(set(entry) - set(self.params) - {"method"})
         if unknown:
             raise ValueError(f"fine-tuning method {self.name!r}: unknown parameter(s) {', '.join(unknown)} "
-                             f"(allowed: {', '.join(sorted(known))})")
-        self.params = {**COMMON_DEFAULTS, **self.defaults, **params}
-        if self.params["optimizer"] == "prodigy":
-            self.params = {**PRODIGY_DEFAULTS, **self.params}
+                             f"(allowed: {', '.join(sorted(self.params))})")
+        # the entry's values, defaults filled (`params` are the class's declarations)
+        self.settings = {k: v for k, v in self.with_defaults(entry).items() if k not in ("method", "dataset")}
 
     # --- what trains -----------------------------------------------------------------------
     def setup(self, pipe) -> list[tuple[str, torch.nn.Parameter]]:
@@ -68,6 +91,8 @@ class Method:
 
     @staticmethod
     def freeze(pipe) -> None:
+        import torch
+
         for module in pipe.components.values():
             if isinstance(module, torch.nn.Module):
                 module.requires_grad_(False)
@@ -84,7 +109,9 @@ class Method:
 
     # --- optimisation ----------------------------------------------------------------------
     def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        p = self.params
+        import torch
+
+        p = self.settings
         if p["optimizer"] == "adamw":
             return torch.optim.AdamW(params, lr=p["lr"], betas=(p["adam_beta1"], p["adam_beta2"]),
                                      weight_decay=p["adam_weight_decay"], eps=p["adam_epsilon"])
@@ -114,13 +141,15 @@ class Method:
 
     def batch(self, cache: LatentCache, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         """Unscaled latent samples and their prompts. Rows are drawn by dataset index."""
-        size = self.params["batch"]
+        import torch
+
+        size = self.settings["batch"]
         idx = torch.randint(len(cache), (size,), generator=generator)
-        if self.params["random_flip"]:
+        if self.settings["random_flip"]:
             flip = torch.rand(size, generator=generator) < 0.5
         else:
             flip = torch.zeros(size, dtype=torch.bool)
-        latents = cache.sample(idx, flip, generator, posterior_sample=self.params["posterior_sample"])
+        latents = cache.sample(idx, flip, generator, posterior_sample=self.settings["posterior_sample"])
         return latents, [self.prompt(cache, i) for i in idx.tolist()]
 
     def reduce(self, losses: torch.Tensor) -> torch.Tensor:
