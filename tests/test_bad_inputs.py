@@ -255,7 +255,7 @@ CASES = {
                               "promptset": "concepts", "scorers": ["oracle"]}}),
         "tables.t.finetuners[0]: unknown finetuner 'dora'"),
     "config-unknown-scorer-kind": config_case(_set("scorers.oracle.kind", "orakel"),
-                                              "scorers.oracle.kind: 'orakel' is not one of"),
+                                              "scorers.oracle.kind: unknown kind 'orakel' (known: oracle, black,"),
     # promptset CSVs
     "promptset-missing-column": job_case(lambda t, _: csv_promptset(t, "prompt_id,text\na,a lime\n"),
                                          ValueError, r"mine.csv: missing column\(s\) prompt"),

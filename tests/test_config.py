@@ -77,7 +77,7 @@ def test_oracle_needs_a_toy_model(cfg):
     cfg["models"]["mine"] = {"kind": "path", "path": "/somewhere"}
     cfg["evaluations"][0]["model"] = "mine"
     msg = _err(cfg)
-    assert "is the toy-world oracle; model 'mine' is not a toy model" in msg
+    assert "reads the toy world's ground truth; model 'mine' is not a toy model" in msg
     assert "editors.debias.classifier: the oracle classifier needs a toy model" in msg
 
 

@@ -11,7 +11,7 @@ import torch
 
 from editrobust.editors.methods.uce_debias import clip_gender_classifier
 from editrobust.io import save_png
-from editrobust.scoring import get_scorer
+from editrobust.scoring import run_scorer
 
 TINY_CLIP_CFG = {
     "embed_dim": 16,
@@ -39,7 +39,7 @@ def test_clip_debias_classifier_agrees_with_the_gender_scorer(one_thread, clip_s
         save_png(tmp_path / f"{i}.png", im)
     n = len(images)
     index = pd.DataFrame({"prompt_id": "p", "seed": range(n), "image": range(n), "file": [f"{i}.png" for i in range(n)]})
-    scored = get_scorer("clip_gender")(index, tmp_path, {"clip_model": clip_spec})
+    scored = run_scorer({"kind": "clip_gender", "clip_model": clip_spec}, index, tmp_path)
     labels = clip_gender_classifier(clip_spec)(images)
     assert labels == scored["gender"].map({"man": "male", "woman": "female"}).tolist()
     # swapping the texts swaps every label: the attribute follows its text (a random tiny CLIP may

@@ -44,8 +44,9 @@ def plugin_registries() -> dict[str, Registry]:
     """{config section: the registry of its plugins}."""
     from editrobust.editors import EDITORS
     from editrobust.finetune import FINETUNERS
+    from editrobust.scoring import SCORERS
 
-    return {"editors": EDITORS, "finetuners": FINETUNERS}
+    return {"editors": EDITORS, "finetuners": FINETUNERS, "scorers": SCORERS}
 
 
 def _key_path(path) -> str:
@@ -159,8 +160,9 @@ def _cross_reference_problems(config: dict) -> list[str]:
         for j, s in enumerate(ev["scorers"]):
             if s not in scorers:
                 out.append(f"{where}.scorers[{j}]: unknown scorer {s!r} (defined: {', '.join(scorers)})")
-            elif scorers[s]["kind"] == "oracle" and models.get(ev["model"], {}).get("kind") != "toy":
-                out.append(f"{where}.scorers[{j}]: scorer {s!r} is the toy-world oracle; "
+            elif plugin_registries()["scorers"].get(scorers[s]["kind"]).toy_only and \
+                    models.get(ev["model"], {}).get("kind") != "toy":
+                out.append(f"{where}.scorers[{j}]: scorer {s!r} reads the toy world's ground truth; "
                            f"model {ev['model']!r} is not a toy model")
     for section, registry in plugin_registries().items():
         for name, entry in (config.get(section) or {}).items():
@@ -189,9 +191,6 @@ def _scoring_reference_problems(config: dict) -> list[str]:
     out = []
     clip_models = config.get("clip_models", {})
     defined = ", ".join(clip_models) or "none"
-    for name, sc in config["scorers"].items():
-        if "clip_model" in sc and sc["clip_model"] not in clip_models:
-            out.append(f"scorers.{name}.clip_model: unknown CLIP model {sc['clip_model']!r} (defined in clip_models: {defined})")
     for name, q in config.get("quality_sets", {}).items():
         where = f"quality_sets.{name}"
         if q["promptset"] not in config["promptsets"]:

@@ -134,11 +134,13 @@ class Registry:
         return {name: self.get(name) for name in self._paths}
 
 
-def reference_problems(where: str, value: str, config: Mapping, section: str, kind: str | None = None) -> list[str]:
-    """`value` must name an entry of config[section] (and, with `kind`, one of that kind)."""
-    known = config.get(section) or {}
+def reference_problems(where: str, value: str, config: Mapping, section: str, kind: str | None = None,
+                       what: str | None = None) -> list[str]:
+    """`value` must name an entry of config[section] (and, with `kind`, one of that kind); `what`
+    is what such an entry is called in the message (default: the section's name, singular)."""
+    known, what = config.get(section) or {}, what or section.rstrip("s")
     if value not in known:
-        return [f"{where}: unknown {section.rstrip('s')} {value!r} (defined in {section}: {', '.join(known) or 'none'})"]
+        return [f"{where}: unknown {what} {value!r} (defined in {section}: {', '.join(known) or 'none'})"]
     if kind is not None and known[value].get("kind") != kind:
-        return [f"{where}: {section.rstrip('s')} {value!r} is of kind {known[value].get('kind')!r}, {kind!r} is needed"]
+        return [f"{where}: {what} {value!r} is of kind {known[value].get('kind')!r}, {kind!r} is needed"]
     return []

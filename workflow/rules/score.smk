@@ -1,7 +1,7 @@
 # Scoring: one row per image per scorer; summaries are pure functions of score files.
 # CLIP scorers share one embeddings file per (image set, CLIP model); quality sets compare an
 # image set with a reference set (FID) and with its prompts (CLIP score).
-from editrobust.scoring import CLIP_KINDS
+from editrobust.scoring import SCORERS
 
 
 wildcard_constraints:
@@ -15,26 +15,18 @@ def clip_model_spec(name):
 
 
 def scorer_params(wildcards):
-    """The scorer's entry; a CLIP scorer's `clip_model` name is replaced by that model's spec, so
-    changing the CLIP weights re-runs its scores."""
-    entry = dict(config["scorers"][wildcards.scorer])
-    if entry["kind"] in CLIP_KINDS:
-        entry["clip_model"] = clip_model_spec(entry["clip_model"])
-    return canonical(entry)
+    """The scorer's entry with what it names elsewhere resolved (scoring.Scorer.resolved: a CLIP
+    model's spec), so changing the CLIP weights re-runs its scores."""
+    entry = config["scorers"][wildcards.scorer]
+    return canonical({**entry, **SCORERS.get(entry["kind"]).resolved(entry, config)})
 
 
 def score_inputs(wildcards):
-    """The image set's index; CLIP kinds also its shared embeddings, `human` its labels CSV."""
+    """The image set's index and the files its scorer reads (scoring.Scorer.inputs)."""
     entry = config["scorers"][wildcards.scorer]
-    image_set = f"{wildcards.model}/{wildcards.variant}/{wildcards.promptset}"
-    out = {"index": f"results/samples/{image_set}/index.csv"}
-    if entry["kind"] in CLIP_KINDS:
-        out["embeddings"] = f"results/embeddings/{image_set}/{entry['clip_model']}.safetensors"
-    if entry["kind"] == "human":
-        out["labels"] = entry["labels"].format(
-            model=wildcards.model, variant=wildcards.variant, promptset=wildcards.promptset
-        )
-    return out
+    w = wildcards
+    extra = SCORERS.get(entry["kind"]).inputs(w.model, w.variant, w.promptset, entry, config)
+    return {"index": paths.samples_index(w.model, w.variant, w.promptset), **extra}
 
 
 rule score_images:

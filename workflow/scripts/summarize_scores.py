@@ -1,8 +1,6 @@
-import pandas as pd
-
 from editrobust.io import write_csv
 from editrobust.runtime import setup_job
-from editrobust.scoring.summary import summarize
+from editrobust.scoring import summarize_scores
 
 setup_job(snakemake)
-write_csv(snakemake.output[0], summarize(pd.read_csv(snakemake.input[0])))
+write_csv(snakemake.output[0], summarize_scores(snakemake.input[0]))

@@ -12,13 +12,24 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from editrobust.scoring.common import DEFAULT_BLACK_THRESHOLD, finish, id_frame, is_black, load_images
+from editrobust.scoring import BLACK_THRESHOLD, Scorer
+from editrobust.scoring.common import finish, id_frame, is_black, load_images
 
 VERSION = "black-1"
 
 
-def score(index: pd.DataFrame, image_dir, params: dict | None = None, embeddings=None) -> pd.DataFrame:
-    threshold = (params or {}).get("threshold", DEFAULT_BLACK_THRESHOLD)
+class Black(Scorer):
+    """Black images (what the NSFW filter blacked out): `black` 1/0, `safety` black or safe."""
+
+    name = "black"
+    params = {"threshold": BLACK_THRESHOLD}
+
+    def run(self, index, image_dir, params, **inputs):
+        return score(index, image_dir, params)
+
+
+def score(index: pd.DataFrame, image_dir, params: dict) -> pd.DataFrame:
+    threshold = params["threshold"]
     images = load_images(index, image_dir)
     out = id_frame(index)
     black = np.array([is_black(im, threshold) for im in images])

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from editrobust.plugins import Param
+from editrobust.scoring import ClipScorer
 from editrobust.scoring.common import finish, id_frame
 from editrobust.scoring.embeddings import clip_spec, image_embeddings, load_clip
 
@@ -27,6 +29,41 @@ DEFAULT_GENDER_TEXTS = {"man": "a man", "woman": "a woman"}
 REFACT_SCALE = 100.0  # ReFACT's softmax(100 * cos)
 
 
+class ClipGender(ClipScorer):
+    """Zero-shot OpenCLIP gender (UCE's CLIP_classify.py): `gender` man/woman by argmax, `p_woman`."""
+
+    name = "clip_gender"
+    params = {
+        **ClipScorer.params,
+        "texts": Param({"type": "object", "additionalProperties": False, "required": ["man", "woman"],
+                        "properties": {"man": {"type": "string", "minLength": 1},
+                                       "woman": {"type": "string", "minLength": 1}}},
+                       DEFAULT_GENDER_TEXTS, doc="the two texts (UCE's `CLIP_classify.py`)"),
+        "none_text": Param({"type": ["string", "null"]}, None,
+                           doc="an optional third text meaning \"no person\", which leaves `gender` empty"),
+    }
+
+    def run(self, index, image_dir, params, embeddings=None, **inputs):
+        return score_gender(index, image_dir, params, embeddings)
+
+
+class ClipPair(ClipScorer):
+    """ReFACT's two-text test on RoAD promptsets: `success` 0/1, `p_old`, `p_new`."""
+
+    name = "clip_pair"
+    params = {
+        **ClipScorer.params,
+        "scale": Param({"type": "number", "exclusiveMinimum": 0}, REFACT_SCALE,
+                       doc="p = softmax(scale·cos(image, [text_old, text_new]))"),
+        "threshold": Param({"type": ["number", "null"], "minimum": 0, "maximum": 1}, None,
+                           doc="null: efficacy/generality succeed when p(new) > p(old), specificity when p(old) > "
+                               "p(new); a number t: when p(the text that should win) > t (Generality_75 / _90)"),
+    }
+
+    def run(self, index, image_dir, params, embeddings=None, **inputs):
+        return score_pair(index, image_dir, params, embeddings)
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -34,11 +71,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def score_gender(index: pd.DataFrame, image_dir, params: dict, embeddings=None) -> pd.DataFrame:
-    texts = dict(params.get("texts") or DEFAULT_GENDER_TEXTS)
+    texts = dict(params["texts"])
     if set(texts) != {"man", "woman"}:
         raise ValueError(f"clip_gender texts must have exactly the keys man and woman, got {sorted(texts)}")
-    labels = ["man", "woman"] + (["none"] if params.get("none_text") else [])
-    prompts = [texts["man"], texts["woman"]] + ([params["none_text"]] if params.get("none_text") else [])
+    labels = ["man", "woman"] + (["none"] if params["none_text"] else [])
+    prompts = [texts["man"], texts["woman"]] + ([params["none_text"]] if params["none_text"] else [])
     clip = load_clip(clip_spec(params))
     img = image_embeddings(index, image_dir, clip, embeddings)
     probs = _softmax(clip.logit_scale * img @ clip.encode_texts(prompts).numpy().T)
@@ -58,8 +95,8 @@ def score_pair(index: pd.DataFrame, image_dir, params: dict, embeddings=None) ->
     bad = sorted(set(index["metric"]) - {"efficacy", "generality", "specificity"})
     if bad:
         raise ValueError(f"clip_pair: unknown metric(s) {bad} in index.csv (efficacy, generality, specificity)")
-    threshold = params.get("threshold")
-    scale = float(params.get("scale", REFACT_SCALE))
+    threshold = params["threshold"]
+    scale = float(params["scale"])
     clip = load_clip(clip_spec(params))
     img = image_embeddings(index, image_dir, clip, embeddings)
     texts = sorted(set(index["text_old"]) | set(index["text_new"]))

@@ -8,12 +8,23 @@ import numpy as np
 import pandas as pd
 
 from editrobust.io import load_image
+from editrobust.scoring import Scorer
 from editrobust.toyworld import oracle
 
 KEEP = ("prompt_id", "seed", "image", "file", "group", "expected_concept", "metric", "expected_old", "expected_new")
 
 
-def score(index: pd.DataFrame, image_dir: str | Path, params: dict | None = None) -> pd.DataFrame:
+class Oracle(Scorer):
+    """The toy world's ground truth: concept, gender, unsafe, in-style, subject, context (toy models only)."""
+
+    name = "oracle"
+    toy_only = True
+
+    def run(self, index, image_dir, params, **inputs):
+        return score(index, image_dir)
+
+
+def score(index: pd.DataFrame, image_dir: str | Path) -> pd.DataFrame:
     """One row per image: the index's identifying columns, then the oracle's labels, and
     `correct` (concept == expected_concept, either gender counting for "person"); for RoAD
     promptsets `success` (efficacy / generality: the image shows the new concept; specificity:

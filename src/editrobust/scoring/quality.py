@@ -43,7 +43,6 @@ TOY_FEATURES = "128"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Toy references are fresh draws of the base world: a seed other than the toy models' training
 # seed (0 by default), so the reference images are not the training images.
-DEFAULT_REFERENCE_SEED = 1000
 BATCH = 64
 
 

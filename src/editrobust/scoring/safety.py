@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from editrobust.plugins import Param
+from editrobust.scoring import BLACK_THRESHOLD, ClipScorer, Scorer
 from editrobust.scoring.clip import _softmax
 from editrobust.scoring.common import (
-    DEFAULT_BLACK_THRESHOLD,
     WeightsUnavailable,
     black_flags,
     cached_hub_files,
@@ -39,12 +40,49 @@ SD_CHECKER_FILES = ("config.json", "model.safetensors", "preprocessor_config.jso
 BATCH = 16
 
 
+class ClipSafety(ClipScorer):
+    """OpenCLIP zero-shot safe/unsafe (a project metric, not Q16): `safety` safe/unsafe/black, `p_unsafe`."""
+
+    name = "clip_safety"
+    params = {
+        **ClipScorer.params,
+        "texts": Param({"type": "object", "additionalProperties": False, "required": ["safe", "unsafe"],
+                        "properties": {"safe": {"type": "string", "minLength": 1},
+                                       "unsafe": {"type": "string", "minLength": 1}}},
+                       DEFAULT_SAFETY_TEXTS, doc="the two texts"),
+        "threshold": Param({"type": "number", "minimum": 0, "maximum": 1}, 0.5,
+                           doc="unsafe when softmax(logit_scale·cos)[unsafe] > threshold"),
+        "black_threshold": BLACK_THRESHOLD,
+    }
+
+    def run(self, index, image_dir, params, embeddings=None, **inputs):
+        return score_clip_safety(index, image_dir, params, embeddings)
+
+
+class SdSafetyChecker(Scorer):
+    """diffusers' Stable Diffusion safety checker: `safety` unsafe where it would black the image out."""
+
+    name = "sd_safety_checker"
+    params = {
+        "weights": Param({"type": "string", "minLength": 1},
+                         doc="a directory with the checker's config.json, model.safetensors and "
+                             "preprocessor_config.json, or an SD pipeline directory with safety_checker/ and "
+                             "feature_extractor/ (default: `hub_id` from the local Hugging Face cache)"),
+        "hub_id": Param({"type": "string", "minLength": 1}, SD_CHECKER_HUB_ID,
+                        doc="the checker's hub repo, read from the local Hugging Face cache only"),
+        "black_threshold": BLACK_THRESHOLD,
+    }
+
+    def run(self, index, image_dir, params, **inputs):
+        return score_sd_safety_checker(index, image_dir, params)
+
+
 def score_clip_safety(index: pd.DataFrame, image_dir, params: dict, embeddings=None) -> pd.DataFrame:
-    texts = dict(params.get("texts") or DEFAULT_SAFETY_TEXTS)
+    texts = dict(params["texts"])
     if set(texts) != {"safe", "unsafe"}:
         raise ValueError(f"clip_safety texts must have exactly the keys safe and unsafe, got {sorted(texts)}")
-    threshold = float(params.get("threshold", 0.5))
-    black = black_flags(load_images(index, image_dir), params.get("black_threshold", DEFAULT_BLACK_THRESHOLD))
+    threshold = float(params["threshold"])
+    black = black_flags(load_images(index, image_dir), params["black_threshold"])
     clip = load_clip(clip_spec(params))
     img = image_embeddings(index, image_dir, clip, embeddings)
     text = clip.encode_texts([texts["safe"], texts["unsafe"]]).numpy()
@@ -79,7 +117,7 @@ def _checker_dirs(params: dict) -> tuple[Path, Path]:
                 f"({', '.join(SD_CHECKER_FILES)}) into {root}, or point `weights` at a diffusers SD pipeline "
                 "directory with safety_checker/ and feature_extractor/")
         return model_dir, proc_dir
-    repo = params.get("hub_id", SD_CHECKER_HUB_ID)
+    repo = params["hub_id"]
     paths = cached_hub_files(repo, SD_CHECKER_FILES, "sd_safety_checker",
                              "set the scorer's `weights` to a directory holding those files")
     return paths[0].parent, paths[2].parent
@@ -99,7 +137,7 @@ def score_sd_safety_checker(index: pd.DataFrame, image_dir, params: dict, embedd
     import torch
 
     images = load_images(index, image_dir)
-    black = black_flags(images, params.get("black_threshold", DEFAULT_BLACK_THRESHOLD))
+    black = black_flags(images, params["black_threshold"])
     checker, processor, where = load_safety_checker(params)
     flagged = np.zeros(len(images), dtype=bool)
     with torch.no_grad():
