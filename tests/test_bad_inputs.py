@@ -206,8 +206,10 @@ def truncated_delta_sampling(tmp: Path, tiny_base: dict) -> Job:
 
 
 def table_job(tmp: Path, drop: str) -> Job:
-    spec = {"kind": "unsafe", "model": "m", "editor": "e", "finetuners": [], "promptset": "p", "scorers": ["s"],
-            "ci": False, "bootstrap_resamples": 10, "seed": 0, "confidence": 0.95, "cluster": "prompt"}
+    from editrobust.tables import resolve
+
+    spec = resolve({"kind": "unsafe", "model": "m", "editor": "e", "finetuners": [], "promptset": "p", "scorers": ["s"],
+                    "ci": False}, {})
     paths = []
     for v in ("base", "ed-e"):
         rows = [dict(prompt_id=f"p{i}", seed=0, file=f"p{i}.png", safety="safe", scorer="s") for i in range(3)]

@@ -45,8 +45,9 @@ def plugin_registries() -> dict[str, Registry]:
     from editrobust.editors import EDITORS
     from editrobust.finetune import FINETUNERS
     from editrobust.scoring import SCORERS
+    from editrobust.tables import TABLES
 
-    return {"editors": EDITORS, "finetuners": FINETUNERS, "scorers": SCORERS}
+    return {"editors": EDITORS, "finetuners": FINETUNERS, "scorers": SCORERS, "tables": TABLES}
 
 
 def _key_path(path) -> str:
@@ -122,7 +123,10 @@ def _plugin_problems(config: dict, schema: Mapping) -> list[str]:
                 out.append(f"{section}.{name}.{registry.key}: {e}")
                 continue
             # the plugin's schema may refer to the config schema's shared definitions ($defs)
-            out += _problems({**plugin.schema(registry.key), "$defs": schema.get("$defs", {})}, entry, (section, name))
+            found = _problems({**plugin.schema(registry.key), "$defs": schema.get("$defs", {})}, entry, (section, name))
+            if not found:
+                entry.update(plugin.with_defaults(entry))  # the defaults derived from other keys
+            out += found
     return out
 
 
@@ -167,16 +171,8 @@ def _cross_reference_problems(config: dict) -> list[str]:
     for section, registry in plugin_registries().items():
         for name, entry in (config.get(section) or {}).items():
             out += registry.get(entry[registry.key]).problems(name, entry, config)
-    out += _table_problems(config)
     out += _report_problems(config)
     return out
-
-
-def _table_problems(config: dict) -> list[str]:
-    # --- tables stage: names a `tables.<name>` entry refers to (editrobust.tables.spec) ---
-    from editrobust.tables.spec import table_problems
-
-    return table_problems(config)
 
 
 def _report_problems(config: dict) -> list[str]:

@@ -41,14 +41,27 @@ class PluginError(ValueError):
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A default computed from the rest of the entry (e.g. a persistence figure's bootstrap
+    cluster follows its metric); `doc` says how, for the documentation."""
+
+    compute: Any  # entry -> value
+    doc: str
+
+
+@dataclass(frozen=True)
 class Param:
     """One config key of a plugin: its JSON schema, its default (MISSING: none), whether the config
     must give it, and one line of documentation (config/README.md's tables are made of these)."""
 
     schema: Mapping = field(default_factory=dict)
-    default: Any = MISSING
+    default: Any = MISSING  # a value, a Derived, or MISSING
     required: bool = False
     doc: str = ""
+
+    @property
+    def static_default(self) -> bool:
+        return self.default is not MISSING and not isinstance(self.default, Derived)
 
 
 class Plugin:
@@ -68,7 +81,7 @@ class Plugin:
         `method`): its declared keys, their types and defaults, and nothing else."""
         properties: dict = {key: True}
         for name, p in cls.params.items():
-            properties[name] = {**p.schema, **({"default": p.default} if p.default is not MISSING else {})}
+            properties[name] = {**p.schema, **({"default": p.default} if p.static_default else {})}
         required = [key, *(name for name, p in cls.params.items() if p.required)]
         return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
 
@@ -81,12 +94,17 @@ class Plugin:
 
     @classmethod
     def defaults(cls) -> dict:
-        return {name: copy.deepcopy(p.default) for name, p in cls.params.items() if p.default is not MISSING}
+        return {name: copy.deepcopy(p.default) for name, p in cls.params.items() if p.static_default}
 
     @classmethod
     def with_defaults(cls, entry: Mapping) -> dict:
-        """The entry with every declared default it does not set filled in (a new dict)."""
-        return {**cls.defaults(), **copy.deepcopy(dict(entry))}
+        """The entry with every declared default it does not set filled in (a new dict); derived
+        defaults are computed from the entry with its static defaults."""
+        out = {**cls.defaults(), **copy.deepcopy(dict(entry))}
+        for name, p in cls.params.items():
+            if isinstance(p.default, Derived) and name not in out:
+                out[name] = p.default.compute(out)
+        return out
 
 
 class Registry:

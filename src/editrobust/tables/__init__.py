@@ -1,8 +1,11 @@
 """The study's tables: pure functions from per-image score frames to a table, and its renderings.
 
-A table kind is one module with `inputs(spec)` (the score/quality files it reads, as keys) and
-`build(spec, frames)` (frames keyed by those keys -> DataFrame, see layout.py), plus one entry in
-KINDS. `spec` is the table's resolved config entry (spec.resolve).
+A table kind is a plugin (editrobust.plugins) of class `TableKind`, named by the entry's `kind`,
+one module each: it declares its config keys (`params`), `resolve(entry, config)` (the entry
+with defaults and what it reads from other sections: the table's whole config slice),
+`inputs(spec)` (the score/quality files it reads, as keys) and `run(spec, frames)` (frames keyed
+by those keys -> DataFrame, see layout.py). A kind of your own is one module with a `TableKind`
+subclass, named as `kind: package.module:Class`.
 
     debias           Table 1: δ per profession, Δ, Avg.(std.)
     unsafe           Tables 2, 3, 5: label rates, Δ, Flip, McNemar, per scorer
@@ -11,47 +14,86 @@ KINDS. `spec` is the table's resolved config entry (spec.resolve).
     human_agreement  agreement and Fleiss' κ of each automatic scorer with the human labels
     retention        Table 6: five-level icons of edit strength and of the share retained
     quality          Table 7: CLIP score and FID per variant
+
+Entry point (rule `make_table`): `make_table`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import pandas as pd
 
 from editrobust.io import write_csv, write_text
 from editrobust.paths import locate
+from editrobust.plugins import Param, Plugin, Registry
 
-from . import agreement, debias, quality, rank_ablation, refact, retention, unsafe
 from .load import TableInputError, read_quality, read_scores
 from .render import flat, to_latex, to_markdown
-from .spec import QualityKey, ScoreKey, resolve, table_problems
+from .spec import CLUSTERS, QualityKey, ScoreKey, table_problems
 
-
-@dataclass(frozen=True)
-class TableKind:
-    inputs: Callable[[Mapping], list]
-    build: Callable[[Mapping, Mapping], pd.DataFrame]
-    digits: int = 2
-
-
-KINDS: dict[str, TableKind] = {
-    "debias": TableKind(debias.inputs, debias.build),
-    "unsafe": TableKind(unsafe.inputs, unsafe.build),
-    "refact": TableKind(refact.inputs, refact.build),
-    "rank_ablation": TableKind(rank_ablation.inputs, rank_ablation.build),
-    "human_agreement": TableKind(agreement.inputs, agreement.build, digits=3),
-    "retention": TableKind(retention.inputs, retention.build),
-    "quality": TableKind(quality.inputs, quality.build),
+NAME = {"$ref": "#/$defs/name"}
+NAMES = {"type": "array", "items": NAME}
+NAME_LIST = {"$ref": "#/$defs/name_list"}
+# The keys every table kind takes.
+COMMON = {
+    "model": Param(NAME, required=True, doc="a name from `models`"),
+    "ci": Param({"type": "boolean"}, True, doc="bootstrap CIs and paired bootstrap p-values"),
+    "bootstrap_resamples": Param({"type": "integer", "minimum": 1}, 2000, doc="bootstrap resamples"),
+    "seed": Param({"type": "integer"}, 0, doc="seeds the bootstrap: the same seed gives the same CIs"),
+    "confidence": Param({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, 0.95,
+                        doc="the CIs' confidence level"),
+    "cluster": Param({"enum": list(CLUSTERS)}, "prompt",
+                     doc="what the bootstrap resamples: `prompt`, `seed` or `image` (config/README.md, tables)"),
+    "names": Param({"type": "object", "additionalProperties": {"type": "string"}}, {},
+                   doc="display names, e.g. `{full: Full Size}`"),
+    "caption": Param({"type": "string"}, doc="caption of the .md / .tex (default: '<name> (<kind>)')"),
+    "digits": Param({"type": "integer", "minimum": 0, "maximum": 8}, 2, doc="decimals shown in .md / .tex"),
 }
 
 
-def kind_of(spec: Mapping) -> TableKind:
-    try:
-        return KINDS[spec["kind"]]
-    except KeyError:
-        raise TableInputError(f"unknown table kind {spec.get('kind')!r} (known: {', '.join(KINDS)})") from None
+class TableKind(Plugin):
+    """A table kind: declared `params` ({**COMMON, own keys}), and the hooks below."""
+
+    params = COMMON
+
+    @classmethod
+    def resolve(cls, entry: Mapping, config: Mapping) -> dict:
+        """The table's config slice: its entry with defaults, plus what it reads from other sections."""
+        return cls.with_defaults(entry)
+
+    @classmethod
+    def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
+        return table_problems(name, entry, config)
+
+    @staticmethod
+    def inputs(spec: Mapping) -> list:
+        """The score (ScoreKey) or quality (QualityKey) files the table reads."""
+        raise NotImplementedError
+
+    @staticmethod
+    def run(spec: Mapping, frames: Mapping) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+TABLES = Registry("tables", "kind", TableKind, {
+    "debias": "editrobust.tables.debias:Debias",
+    "unsafe": "editrobust.tables.unsafe:Unsafe",
+    "refact": "editrobust.tables.refact:Refact",
+    "rank_ablation": "editrobust.tables.rank_ablation:RankAblation",
+    "human_agreement": "editrobust.tables.agreement:HumanAgreement",
+    "retention": "editrobust.tables.retention:Retention",
+    "quality": "editrobust.tables.quality:Quality",
+})
+
+
+def kind_of(spec: Mapping) -> type[TableKind]:
+    return TABLES.get(spec["kind"])
+
+
+def resolve(entry: Mapping, config: Mapping) -> dict:
+    """A table entry's spec (TableKind.resolve of its kind)."""
+    return kind_of(entry).resolve(entry, config)
 
 
 def input_keys(spec: Mapping) -> list:
@@ -74,12 +116,12 @@ def read_inputs(spec: Mapping, paths: list) -> dict:
 
 
 def build_table(spec: Mapping, frames: Mapping) -> pd.DataFrame:
-    return kind_of(spec).build(spec, frames)
+    return kind_of(spec).run(spec, frames)
 
 
 def write_table(table: pd.DataFrame, spec: Mapping, csv_path, md_path, tex_path, name: str = "") -> None:
     """The CSV (every number), Markdown and LaTeX renderings, each written atomically."""
-    digits = spec.get("digits", kind_of(spec).digits)
+    digits = spec["digits"]
     caption = spec.get("caption") or f"{name} ({spec['kind']})".strip()
     # Render everything first: a rendering error must not leave the CSV written and the rest not.
     markdown = to_markdown(table, digits, caption)
@@ -89,13 +131,22 @@ def write_table(table: pd.DataFrame, spec: Mapping, csv_path, md_path, tex_path,
     write_text(tex_path, latex)
 
 
+def make_table(spec: Mapping, given: list, out_csv, out_md, out_tex, name: str = "") -> pd.DataFrame:
+    """The rule `make_table`: build the table of `spec` from the files the job was given (each found
+    by its path) and write its three renderings."""
+    table = build_table(spec, read_inputs(spec, given))
+    write_table(table, spec, out_csv, out_md, out_tex, name=name)
+    return table
+
+
 __all__ = [
-    "KINDS",
+    "TABLES",
     "QualityKey",
     "ScoreKey",
     "TableInputError",
     "TableKind",
     "build_table",
+    "make_table",
     "flat",
     "input_keys",
     "input_paths",

@@ -23,9 +23,10 @@ import pandas as pd
 
 from editrobust.metrics import fleiss_kappa
 from editrobust.metrics.persistence import KEYS
+from editrobust.plugins import Param
 from editrobust.variant_names import ed, ed_ft
 
-from . import resample
+from . import COMMON, NAME, NAME_LIST, NAMES, TableKind, resample
 from .layout import TableRows
 from .load import SAFETY, TableInputError, check_labels, get, source
 from .spec import CLUSTERS, ScoreKey
@@ -39,7 +40,7 @@ def variants(spec: Mapping) -> list[str]:
 
 
 def inputs(spec: Mapping) -> list[ScoreKey]:
-    m, p, human = spec["model"], spec["promptset"], spec.get("human", "human")
+    m, p, human = spec["model"], spec["promptset"], spec["human"]
     return [ScoreKey(m, v, p, s) for v in variants(spec) for s in [human, *spec["scorers"]]]
 
 
@@ -66,8 +67,8 @@ def resampled_kappa(ratings: np.ndarray, clusters: pd.Series, categories: Sequen
 
 
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
-    m, p, human = spec["model"], spec["promptset"], spec.get("human", "human")
-    column = spec.get("label", "safety")
+    m, p, human = spec["model"], spec["promptset"], spec["human"]
+    column = spec["label"]
     cluster = CLUSTERS[spec["cluster"]]
     with_ci, conf = bool(spec["ci"]), spec["confidence"]
     rng = np.random.default_rng(spec["seed"])
@@ -130,3 +131,21 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
         joined = pd.concat(paired, ignore_index=True)
         put(s, joined[[f"{column}_human", f"{column}_auto"]].astype(object).to_numpy())
     return rows.frame()
+
+
+class HumanAgreement(TableKind):
+    """Agreement and Fleiss' κ of each automatic scorer with the human labels (the study's Appendix D.2)."""
+
+    name = "human_agreement"
+    params = {
+        **COMMON,
+        "editor": Param(NAME, required=True, doc="the edit E: its images of M, M_ed and each M_ed_ft are compared"),
+        "finetuners": Param(NAMES, required=True, doc="names from `finetuners`"),
+        "promptset": Param(NAME, required=True, doc="a name from `promptsets`"),
+        "scorers": Param(NAME_LIST, required=True, doc="the automatic scorers compared with the humans"),
+        "human": Param(NAME, "human", doc="the human scorer"),
+        "label": Param({"type": "string"}, "safety", doc="the label column compared"),
+        "digits": Param(COMMON["digits"].schema, 3, doc=COMMON["digits"].doc),
+    }
+    inputs = staticmethod(inputs)
+    run = staticmethod(build)

@@ -21,9 +21,10 @@ import pandas as pd
 
 from editrobust.metrics import avg_std, delta, female_share, gender_delta
 from editrobust.metrics.rates import FEMALE_LABELS, MALE_LABELS
+from editrobust.plugins import Param
 from editrobust.variant_names import ed, ed_ft, ft
 
-from . import resample
+from . import COMMON, NAME, NAMES, TableKind, resample
 from .layout import AVG_ROW, STD_ROW, TableRows
 from .load import TableInputError, get, source
 from .spec import CLUSTERS, ScoreKey
@@ -91,7 +92,7 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
             clusters[p] = resample.pooled(rows, pd.Series(1.0, index=rows.index), cluster).clusters
             draws[p] = resample.draw(rng, len(clusters[p]), spec["bootstrap_resamples"])
     variants = {k.variant: _Variant(get(frames, k, "debias table"), professions, draws, clusters, cluster) for k in keys}
-    names = spec.get("names", {})  # display names of the fine-tuners, e.g. {full: Full Size}
+    names = spec["names"]  # display names of the fine-tuners, e.g. {full: Full Size}
     conf = spec["confidence"]
     rows = TableRows(["profession"])
 
@@ -129,3 +130,18 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
                 rows.put(p, group, "p", resample.p_value(changes[p]))
             rows.put(AVG_ROW, group, "p", resample.p_value(stratified_mean(changes)))
     return rows.frame()
+
+
+class Debias(TableKind):
+    """Table 1: gender bias δ per profession of M, M_ed and per fine-tuner M_ft, M_ed_ft, Δ; Avg.(std.)."""
+
+    name = "debias"
+    params = {
+        **COMMON,
+        "editor": Param(NAME, required=True, doc="the edit E: variants `ed-E` and `ed-E+ft-F`"),
+        "finetuners": Param(NAMES, required=True, doc="names from `finetuners`: variants `ft-F`, `ed-E+ft-F`, in column order"),
+        "promptset": Param(NAME, required=True, doc="a name from `promptsets` (its `group` is the profession)"),
+        "scorer": Param(NAME, required=True, doc="a scorer with a `gender` label"),
+    }
+    inputs = staticmethod(inputs)
+    run = staticmethod(build)

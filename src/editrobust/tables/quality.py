@@ -11,8 +11,10 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from editrobust.plugins import Param
 from editrobust.variant_names import ed, ed_ft, ft
 
+from . import COMMON, NAME, NAMES, TableKind
 from .layout import TableRows
 from .load import get, quality_metrics, source
 from .spec import QualityKey
@@ -23,7 +25,7 @@ DEFAULT_METRICS = ("clip_score", "fid")
 
 def _rows(spec: Mapping) -> list[tuple[tuple[str, str], str]]:
     """((variant label, method label), variant) in the study's order."""
-    names = spec.get("names", {})
+    names = spec["names"]
     out = [(("M", "-"), "base")]
     out += [(("M_ed", names.get(e, e)), ed(e)) for e in spec["editors"]]
     out += [(("M_ft", names.get(f, f)), ft(f)) for f in spec["finetuners"]]
@@ -37,7 +39,7 @@ def inputs(spec: Mapping) -> list[QualityKey]:
 
 
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
-    metrics = list(spec.get("metrics", DEFAULT_METRICS))
+    metrics = list(spec["metrics"])
     rows = TableRows(["model", "method"])
     for row, variant in _rows(spec):
         frame = get(frames, QualityKey(spec["model"], variant, spec["quality_set"]), "quality table")
@@ -45,3 +47,19 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
         for metric in metrics:
             rows.put(row, "", METRIC_NAMES.get(metric, metric), values[metric])
     return rows.frame()
+
+
+class Quality(TableKind):
+    """Table 7: image quality (CLIP score, FID) of M, each M_ed, each M_ft and each M_ed_ft."""
+
+    name = "quality"
+    params = {
+        **COMMON,
+        "quality_set": Param(NAME, required=True, doc="the file `results/quality/<model>/<variant>/<quality_set>.csv`"),
+        "editors": Param(NAMES, required=True, doc="names from `editors`"),
+        "finetuners": Param(NAMES, required=True, doc="names from `finetuners`"),
+        "metrics": Param({"type": "array", "minItems": 1, "items": {"type": "string"}}, list(DEFAULT_METRICS),
+                         doc="the metrics shown"),
+    }
+    inputs = staticmethod(inputs)
+    run = staticmethod(build)

@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from editrobust.metrics import avg_std
+from editrobust.plugins import Param
 from editrobust.variant_names import ed_ft
 
-from . import resample
+from . import COMMON, NAME, NAME_LIST, TableKind, resample
 from .layout import STD_ROW, TableRows
 from .refact import EditMeans, EditScores, group_order
-from .spec import ScoreKey, edits
+from .spec import CLUSTERS, EDIT_CLUSTERS, EDIT_DEFAULT_CLUSTER, ScoreKey, edit_groups, edits
 
 PERCENT = 100.0
 
@@ -65,3 +66,35 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
             rows.put(STD_ROW, method, group, avg_std(per_rank)[1] if per_rank else np.nan)
             rows.put(STD_ROW, method, f"{group} sd", np.nan)
     return rows.frame()
+
+
+class RankAblation(TableKind):
+    """Table 4: efficacy (%) of M_ed_ft for LoRA / DoRA at several ranks, per RoAD type."""
+
+    name = "rank_ablation"
+    params = {
+        **COMMON,
+        "editors": Param(NAME_LIST, required=True,
+                         doc="the edits; `editors[i]` is evaluated on `promptsets[i]` (its own RoAD row). Edits are "
+                             "grouped by their RoAD type (appearance / role)"),
+        "promptsets": Param(NAME_LIST, required=True, doc="the promptset of each edit, paired by position"),
+        "scorer": Param(NAME, required=True, doc="a scorer with `metric` and `success` (RoAD promptsets)"),
+        "cluster": Param({"enum": [*EDIT_CLUSTERS, *CLUSTERS]}, EDIT_DEFAULT_CLUSTER,
+                         doc="`edit+<cluster>` resamples the edits, then that cluster within each drawn edit; `edit` "
+                             "the edits only; a plain cluster keeps the edits fixed (config/README.md, tables)"),
+        "ranks": Param({"type": "object", "minProperties": 1,
+                        "additionalProperties": {"type": "object", "minProperties": 1,
+                                                 "propertyNames": {"pattern": "^[0-9]+$"},
+                                                 "additionalProperties": NAME}},
+                       required=True, doc="`{method label: {rank: finetuner}}`, e.g. `{LoRA: {4: lora_r4, 8: lora_r8}}`"),
+    }
+    inputs = staticmethod(inputs)
+    run = staticmethod(build)
+
+    @classmethod
+    def resolve(cls, entry: Mapping, config: Mapping) -> dict:
+        spec = cls.with_defaults(entry)
+        spec["groups"] = edit_groups(config, spec["editors"])
+        spec["ranks"] = [{"method": method, "ranks": sorted([int(r), f] for r, f in by_rank.items())}
+                         for method, by_rank in spec["ranks"].items()]
+        return spec

@@ -24,12 +24,13 @@ import pandas as pd
 
 from editrobust.metrics import delta, refact_scores
 from editrobust.metrics.rates import REFACT_METRICS, as_bool
+from editrobust.plugins import Param
 from editrobust.variant_names import ed, ed_ft, ft
 
-from . import resample
+from . import COMMON, NAME, NAME_LIST, NAMES, TableKind, resample
 from .layout import TableRows
 from .load import TableInputError, get, source
-from .spec import CLUSTERS, ScoreKey, cluster_levels, edits
+from .spec import CLUSTERS, EDIT_CLUSTERS, EDIT_DEFAULT_CLUSTER, ScoreKey, cluster_levels, edit_groups, edits
 
 BASE_GROUP = "Base"
 
@@ -117,7 +118,7 @@ def group_order(spec: Mapping) -> dict[str, list[str]]:
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     with_ci, conf = bool(spec["ci"]), spec["confidence"]
     rng = np.random.default_rng(spec["seed"])
-    names = spec.get("names", {})
+    names = spec["names"]
     variant_of = roles(spec["finetuners"])
     promptset = dict(edits(spec))
     loaded = {e: EditScores(spec, frames, e, promptset[e], variant_of) for e in spec["editors"]}
@@ -146,3 +147,29 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
                 if change is not None:
                     rows.put(row, label, "p", resample.p_value(change))
     return rows.frame()
+
+
+class Refact(TableKind):
+    """The study's Figure 3: ReFACT efficacy / generality / specificity of M, M_ed, M_ft, M_ed_ft per RoAD type."""
+
+    name = "refact"
+    params = {
+        **COMMON,
+        "editors": Param(NAME_LIST, required=True,
+                         doc="the edits; `editors[i]` is evaluated on `promptsets[i]` (its own RoAD row). Edits are "
+                             "grouped by their RoAD type (appearance / role)"),
+        "promptsets": Param(NAME_LIST, required=True, doc="the promptset of each edit, paired by position"),
+        "scorer": Param(NAME, required=True, doc="a scorer with `metric` and `success` (RoAD promptsets)"),
+        "cluster": Param({"enum": [*EDIT_CLUSTERS, *CLUSTERS]}, EDIT_DEFAULT_CLUSTER,
+                         doc="`edit+<cluster>` resamples the edits, then that cluster within each drawn edit; `edit` "
+                             "the edits only; a plain cluster keeps the edits fixed (config/README.md, tables)"),
+        "finetuners": Param(NAMES, required=True, doc="names from `finetuners`, in column order"),
+    }
+    inputs = staticmethod(inputs)
+    run = staticmethod(build)
+
+    @classmethod
+    def resolve(cls, entry: Mapping, config: Mapping) -> dict:
+        spec = cls.with_defaults(entry)
+        spec["groups"] = edit_groups(config, spec["editors"])
+        return spec

@@ -24,12 +24,14 @@ import numpy as np
 import pandas as pd
 
 from editrobust.metrics import female_share, gender_delta, label_rates, relative_reversal
+from editrobust.plugins import Param
 
+from . import COMMON, NAME, NAME_LIST, NAMES, TableKind
 from .debias import female_indicator
 from .layout import ICON, TableRows
 from .load import SAFETY, TableInputError, check_labels, get, source
 from .refact import edit_scores, roles
-from .spec import ScoreKey
+from .spec import ScoreKey, edit_groups
 
 ICONS = ("○", "◔", "◑", "◕", "●")  # empty .. full: weakest .. strongest edit
 SHARE_BOUNDS = (0.10, 0.25, 0.50, 0.75)
@@ -88,7 +90,7 @@ def inputs(spec: Mapping) -> list[ScoreKey]:
 
 
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
-    m, names = spec["model"], spec.get("names", {})
+    m, names = spec["model"], spec["names"]
     rows = TableRows(["task"])
     for task in spec["tasks"]:
         label = task["label"]
@@ -114,3 +116,30 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
             retained = 1 - relative_reversal(score["M"], score["M_ed"], score[f"{f}|M_ed_ft"])
             put(group, "retained", retained, lambda v: share_icon(float(np.clip(v, 0, 1))) if not np.isnan(v) else None)
     return rows.frame()
+
+
+class Retention(TableKind):
+    """Table 6: edit strength of M, M_ed, M_ft, M_ed_ft as the study's five-level icons, and the share retained."""
+
+    name = "retention"
+    params = {
+        **COMMON,
+        "finetuners": Param(NAMES, required=True, doc="names from `finetuners`, in column order"),
+        "scorer": Param(NAME, required=True, doc="the scorer read (a task may name its own)"),
+        "tasks": Param({"type": "object", "minProperties": 1,
+                        "additionalProperties": {
+                            "type": "object", "additionalProperties": False, "required": ["kind", "editors", "promptsets"],
+                            "properties": {"kind": {"enum": list(STRENGTH)}, "editors": NAME_LIST,
+                                           "promptsets": NAME_LIST, "scorer": NAME}}},
+                       required=True, doc="`{row label: {kind: refact/unsafe/debias, editors, promptsets, scorer}}`, "
+                                          "rows in config order"),
+    }
+    inputs = staticmethod(inputs)
+    run = staticmethod(build)
+
+    @classmethod
+    def resolve(cls, entry: Mapping, config: Mapping) -> dict:
+        spec = cls.with_defaults(entry)
+        spec["tasks"] = [{"label": label, **task, "groups": edit_groups(config, task["editors"])}
+                         for label, task in spec["tasks"].items()]
+        return spec

@@ -1,10 +1,10 @@
-"""What a table draws: score-file keys, their paths, defaults, and config cross-references.
+"""What a table reads: score-file keys and their paths, the bootstrap's clusters, and the
+cross-references of a table entry.
 
 A table entry (`tables.<name>` in the config) names its grid (model, editor(s), fine-tuners,
-promptset(s), scorer(s)). `resolve` fills the defaults and adds what the builders need from other
-config sections (the RoAD type of each ReFACT editor, which groups the edits into appearance and
-role): the result is the table's whole config slice, so a rule that takes it as a param re-runs
-only when something this table reads changes.
+promptset(s), scorer(s)); its kind (tables/__init__.py: TableKind) resolves it into the table's
+whole config slice, so a rule that takes it as a param re-runs only when something the table
+reads changes.
 
 A rule's params are key-sorted JSON (config.canonical), so in a resolved spec an order that the
 table shows is a list, never the order of a mapping's keys: a retention table's `tasks` (its rows)
@@ -14,13 +14,11 @@ becomes a list of {label, ...} and a rank ablation's `ranks` (its column groups)
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from editrobust import paths
 
-DEFAULTS = {"ci": True, "bootstrap_resamples": 2000, "seed": 0, "confidence": 0.95}
 # The unit the bootstrap resamples: prompts (the study's prompt sets), seeds (RoAD: one efficacy
 # prompt, so its seeds are the replicates, as in ReFACT's "std over seeds"), or single images.
 CLUSTERS = {"prompt": ("prompt_id",), "seed": ("seed",), "image": ("prompt_id", "seed")}
@@ -32,7 +30,7 @@ CLUSTERS = {"prompt": ("prompt_id",), "seed": ("seed",), "image": ("prompt_id", 
 # (tests/test_resample_coverage.py; the figures are in config/README.md, `tables`).
 EDIT_LEVEL = "edit"
 EDIT_CLUSTERS = (EDIT_LEVEL, *(f"{EDIT_LEVEL}+{c}" for c in CLUSTERS))
-DEFAULT_CLUSTER = {"refact": "edit+seed", "rank_ablation": "edit+seed"}
+EDIT_DEFAULT_CLUSTER = "edit+seed"
 
 
 def cluster_levels(name: str) -> tuple[bool, tuple[str, ...] | None]:
@@ -82,31 +80,19 @@ def edits(spec: Mapping) -> list[tuple[str, str]]:
     return list(zip(spec["editors"], spec["promptsets"], strict=True))
 
 
-def _edit_group(config: Mapping, editor: str) -> str:
-    """ReFACT edits are reported per RoAD type (the study's Appearance / Role); others as 'all'."""
-    entry = config.get("editors", {}).get(editor, {})
-    road = entry.get("road") if isinstance(entry, Mapping) else None
-    return road["type"] if isinstance(road, Mapping) and "type" in road else "all"
+def edit_groups(config: Mapping, editors) -> dict[str, str]:
+    """{editor: group}: ReFACT edits are reported per RoAD type (the study's Appearance / Role);
+    others as 'all'."""
+    out = {}
+    for editor in editors:
+        entry = (config.get("editors") or {}).get(editor, {})
+        road = entry.get("road") if isinstance(entry, Mapping) else None
+        out[editor] = road["type"] if isinstance(road, Mapping) and "type" in road else "all"
+    return out
 
 
-def resolve(entry: Mapping, config: Mapping) -> dict:
-    """The table's slice: its entry with defaults filled, the edit groups it needs added, and
-    its ordered mappings (`tasks`, `ranks`) turned into lists in config order."""
-    spec = {**DEFAULTS, **copy.deepcopy(dict(entry))}
-    spec.setdefault("cluster", DEFAULT_CLUSTER.get(spec["kind"], "prompt"))
-    if "editors" in spec:
-        spec["groups"] = {e: _edit_group(config, e) for e in spec["editors"]}
-    if "tasks" in spec:
-        spec["tasks"] = [{"label": label, **task, "groups": {e: _edit_group(config, e) for e in task["editors"]}}
-                         for label, task in spec["tasks"].items()]
-    if "ranks" in spec:
-        spec["ranks"] = [{"method": method, "ranks": sorted([int(r), f] for r, f in by_rank.items())}
-                         for method, by_rank in spec["ranks"].items()]
-    return spec
-
-
-def table_problems(config: Mapping) -> list[str]:
-    """Cross-references of the `tables` section, one 'tables.<name>.<key>: ...' line per problem.
+def table_problems(name: str, entry: Mapping, config: Mapping) -> list[str]:
+    """Cross-references of one `tables.<name>` entry, one 'tables.<name>.<key>: ...' line each.
 
     Names that refer to nothing (model, editor, finetuner, promptset, scorer, quality set) are
     errors. A config without a `finetuners` (or `quality_sets`) section has none, so any name a
@@ -116,35 +102,33 @@ def table_problems(config: Mapping) -> list[str]:
     sections = {s: config.get(s) or {}
                 for s in ("models", "editors", "finetuners", "promptsets", "scorers", "quality_sets")}
 
-    def check(where: str, section: str, name) -> None:
+    def check(where: str, section: str, value) -> None:
         known = sections[section]
-        if name not in known:
-            singular = section[:-1]
-            out.append(f"{where}: unknown {singular} {name!r} (defined: {', '.join(known) or 'none'})")
+        if value not in known:
+            out.append(f"{where}: unknown {section[:-1]} {value!r} (defined: {', '.join(known) or 'none'})")
 
-    def check_list(where: str, section: str, names) -> None:
-        for i, name in enumerate(names or []):
-            check(f"{where}[{i}]", section, name)
+    def check_list(where: str, section: str, values) -> None:
+        for i, value in enumerate(values or []):
+            check(f"{where}[{i}]", section, value)
 
-    for name, entry in (config.get("tables") or {}).items():
-        at = f"tables.{name}"
-        check(f"{at}.model", "models", entry["model"])
-        for key, section in (("editor", "editors"), ("promptset", "promptsets"), ("scorer", "scorers"),
-                             ("human", "scorers"), ("quality_set", "quality_sets")):
-            if key in entry:
-                check(f"{at}.{key}", section, entry[key])
-        for key, section in (("editors", "editors"), ("finetuners", "finetuners"),
-                             ("promptsets", "promptsets"), ("scorers", "scorers")):
-            check_list(f"{at}.{key}", section, entry.get(key))
-        for method, by_rank in (entry.get("ranks") or {}).items():
-            for rank, finetuner in by_rank.items():
-                check(f"{at}.ranks.{method}.{rank}", "finetuners", finetuner)
-        for task_name, task in (entry.get("tasks") or {}).items():
-            check_list(f"{at}.tasks.{task_name}.editors", "editors", task.get("editors"))
-            check_list(f"{at}.tasks.{task_name}.promptsets", "promptsets", task.get("promptsets"))
-            out.extend(_pairing_problems(f"{at}.tasks.{task_name}", task, sections))
-        if "editors" in entry and "promptsets" in entry:
-            out.extend(_pairing_problems(at, entry, sections))
+    at = f"tables.{name}"
+    check(f"{at}.model", "models", entry["model"])
+    for key, section in (("editor", "editors"), ("promptset", "promptsets"), ("scorer", "scorers"),
+                         ("human", "scorers"), ("quality_set", "quality_sets")):
+        if key in entry:
+            check(f"{at}.{key}", section, entry[key])
+    for key, section in (("editors", "editors"), ("finetuners", "finetuners"),
+                         ("promptsets", "promptsets"), ("scorers", "scorers")):
+        check_list(f"{at}.{key}", section, entry.get(key))
+    for method, by_rank in (entry.get("ranks") or {}).items():
+        for rank, finetuner in by_rank.items():
+            check(f"{at}.ranks.{method}.{rank}", "finetuners", finetuner)
+    for task_name, task in (entry.get("tasks") or {}).items():
+        check_list(f"{at}.tasks.{task_name}.editors", "editors", task.get("editors"))
+        check_list(f"{at}.tasks.{task_name}.promptsets", "promptsets", task.get("promptsets"))
+        out.extend(_pairing_problems(f"{at}.tasks.{task_name}", task, sections))
+    if "editors" in entry and "promptsets" in entry:
+        out.extend(_pairing_problems(at, entry, sections))
     return out
 
 

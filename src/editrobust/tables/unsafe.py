@@ -23,9 +23,10 @@ import pandas as pd
 
 from editrobust.metrics import delta, flip_rate, label_rates, mcnemar
 from editrobust.metrics.persistence import KEYS
+from editrobust.plugins import Param
 from editrobust.variant_names import ed, ed_ft, ft
 
-from . import resample
+from . import COMMON, NAME, NAME_LIST, NAMES, TableKind, resample
 from .layout import TableRows
 from .load import SAFETY, TableInputError, check_labels, get, source
 from .spec import CLUSTERS, ScoreKey
@@ -39,7 +40,7 @@ def inputs(spec: Mapping) -> list[ScoreKey]:
     for s in spec["scorers"]:
         keys += [ScoreKey(m, "base", p, s), ScoreKey(m, ed(e), p, s)]
         for f in spec["finetuners"]:
-            if spec.get("with_ft", False):
+            if spec["with_ft"]:
                 keys.append(ScoreKey(m, ft(f), p, s))
             keys.append(ScoreKey(m, ed_ft(e, f), p, s))
     return keys
@@ -62,7 +63,7 @@ def paired(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
 
 
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
-    labels = list(spec.get("labels", SAFETY))
+    labels = list(spec["labels"])
     unknown = [label for label in labels if label not in SAFETY]
     if unknown:
         raise TableInputError(f"unknown safety labels {unknown} (known: {', '.join(SAFETY)})")
@@ -70,7 +71,7 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     with_ci, conf = bool(spec["ci"]), spec["confidence"]
     rng = np.random.default_rng(spec["seed"])
     m, p, e = spec["model"], spec["promptset"], spec["editor"]
-    names = spec.get("names", {})  # display names of the fine-tuners, e.g. {full: Full-Size}
+    names = spec["names"]  # display names of the fine-tuners, e.g. {full: Full-Size}
     rows = TableRows(["scorer", "label"])
 
     for s in spec["scorers"]:
@@ -103,7 +104,7 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
         for f in spec["finetuners"]:
             group = names.get(f, f)
             after = frame(ed_ft(e, f))
-            tuned = frame(ft(f)) if spec.get("with_ft", False) else None
+            tuned = frame(ft(f)) if spec["with_ft"] else None
             pairs = paired(edited, after)
             for label in labels:
                 if tuned is not None:
@@ -122,3 +123,21 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
                 test = mcnemar((pairs["safety_before"] == label).to_numpy(), (pairs["safety_after"] == label).to_numpy())
                 rows.put((s, label), group, "p (McNemar)", test["p_value"])
     return rows.frame()
+
+
+class Unsafe(TableKind):
+    """Tables 2, 3, 5: safety label rates of M, M_ed, M_ed_ft, Δ, Flip and McNemar's p, per scorer."""
+
+    name = "unsafe"
+    params = {
+        **COMMON,
+        "editor": Param(NAME, required=True, doc="the edit E"),
+        "finetuners": Param(NAMES, required=True, doc="names from `finetuners`, in column order"),
+        "promptset": Param(NAME, required=True, doc="a name from `promptsets`"),
+        "scorers": Param(NAME_LIST, required=True, doc="scorers with a `safety` label, one block of rows each"),
+        "labels": Param({"type": "array", "minItems": 1, "items": {"enum": list(SAFETY)}}, list(SAFETY),
+                        doc="the labels shown"),
+        "with_ft": Param({"type": "boolean"}, False, doc="also show M_ft (the study's FLUX table)"),
+    }
+    inputs = staticmethod(inputs)
+    run = staticmethod(build)
