@@ -21,9 +21,13 @@ import yaml
 from PIL import Image
 
 from editrobust.config import validate_config
-from editrobust.report import spec as figure_spec
+from editrobust.report import FIGURES
+from editrobust.report import input_paths as figure_inputs
+from editrobust.report import resolve as resolve_figure
+from editrobust.report.spec import kit_index_paths
 from editrobust.report.annotation import export_kit
-from editrobust.report.figures import build_figure, write_figure
+from editrobust.report import build_figure
+from editrobust.report.render import write_figure
 from editrobust.tables import QualityKey, build_table, input_keys, read_inputs, write_table
 from editrobust.tables import resolve as resolve_table
 
@@ -129,8 +133,8 @@ def needed_files(cfg: dict) -> set[str]:
         out.update(k.path for k in input_keys(resolve_table(entry, cfg)))
     for entry in cfg["figures"].values():
         if entry["kind"] != "bars":
-            out.update(figure_spec.input_paths(figure_spec.resolve(entry, cfg)))
-    out.update(figure_spec.kit_index_paths(cfg["annotation_kits"]["kit"]))
+            out.update(figure_inputs(resolve_figure(entry, cfg)))
+    out.update(kit_index_paths(cfg["annotation_kits"]["kit"]))
     return out
 
 
@@ -190,21 +194,21 @@ def test_every_figure_kind_equals_the_library_build(built, tmp_path):
     workdir, cfg = built
     kinds = set()
     for name, entry in cfg["figures"].items():
-        spec = figure_spec.resolve(entry, cfg)
+        spec = resolve_figure(entry, cfg)
         kinds.add(spec["kind"])
         fig, data = build_figure(spec, root=workdir)
         out = {ext: tmp_path / f"{name}.{ext}" for ext in ("png", "pdf", "csv")}
         write_figure(fig, data, out["png"], out["pdf"], out["csv"], dpi=spec["dpi"])
         assert (workdir / f"results/figures/{name}.csv").read_text() == out["csv"].read_text(), name
         assert (workdir / f"results/figures/{name}.png").read_bytes() == out["png"].read_bytes(), name
-    assert kinds == set(figure_spec.KINDS)
+    assert kinds == set(FIGURES.names())
 
 
 def test_the_annotation_kit_equals_the_library_export(built, tmp_path):
     workdir, cfg = built
     kit = cfg["annotation_kits"]["kit"]
     spec = {**kit, "seed": 0}
-    paths = [workdir / p for p in figure_spec.kit_index_paths(kit)]
+    paths = [workdir / p for p in kit_index_paths(kit)]
     export_kit(spec, "kit", list(reversed(paths)), tmp_path / "kit", tmp_path / "key.csv")
     assert (workdir / "results/annotation/kit/key.csv").read_text() == (tmp_path / "key.csv").read_text()
 

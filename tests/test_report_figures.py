@@ -9,9 +9,10 @@ from PIL import Image
 
 from editrobust.config import ConfigError, validate_config
 from editrobust.metrics import female_share, gender_delta
-from editrobust.report import spec as figure_spec
-from editrobust.report.figures import build_figure, write_figure
-from editrobust.report.spec import FigureInputError, figure_problems, input_paths, resolve
+from editrobust.report import build_figure
+from editrobust.report.render import write_figure
+from editrobust.report import FIGURES, input_paths, resolve
+from editrobust.report.spec import FigureInputError
 from editrobust.tables import ScoreKey, build_table, write_table
 from editrobust.tables import resolve as resolve_table
 
@@ -179,7 +180,8 @@ def test_a_persistence_finetuner_without_checkpoints_is_an_error():
     config["finetuners"]["full"].pop("save_every")
     config["figures"] = {"f": {"kind": "persistence", "model": "m", "editor": "e", "finetuners": ["full"],
                                "promptset": "p", "scorer": "oracle", "metric": "safe"}}
-    assert figure_problems(config) == [
+    entry = config["figures"]["f"]
+    assert FIGURES.get("persistence").problems("f", entry, config) == [
         "figures.f.finetuners[0]: finetuner 'full' saves no checkpoints, so its curve has only its start and end; "
         "set finetuners.full.save_every"]
-    assert figure_spec.KINDS == ("grid", "bars", "persistence")
+    assert FIGURES.names() == ["grid", "bars", "persistence"]

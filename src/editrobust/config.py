@@ -45,9 +45,10 @@ def plugin_registries() -> dict[str, Registry]:
     from editrobust.editors import EDITORS
     from editrobust.finetune import FINETUNERS
     from editrobust.scoring import SCORERS
+    from editrobust.report import FIGURES
     from editrobust.tables import TABLES
 
-    return {"editors": EDITORS, "finetuners": FINETUNERS, "scorers": SCORERS, "tables": TABLES}
+    return {"editors": EDITORS, "finetuners": FINETUNERS, "scorers": SCORERS, "tables": TABLES, "figures": FIGURES}
 
 
 def _key_path(path) -> str:
@@ -176,10 +177,10 @@ def _cross_reference_problems(config: dict) -> list[str]:
 
 
 def _report_problems(config: dict) -> list[str]:
-    # --- report stage: figures and annotation kits (editrobust.report) ---
-    from editrobust.report.spec import figure_problems, kit_problems
+    # --- report stage: annotation kits (editrobust.report); figures are plugins ---
+    from editrobust.report.spec import kit_problems
 
-    return figure_problems(config) + kit_problems(config)
+    return kit_problems(config)
 
 
 def _scoring_reference_problems(config: dict) -> list[str]:

@@ -3,9 +3,9 @@
 # Figures read samples, score files and tables only: a new figure never regenerates an image.
 import glob
 
-from editrobust.report.spec import input_paths as figure_input_paths
+from editrobust.report import input_paths as figure_input_paths
+from editrobust.report import resolve as resolve_figure
 from editrobust.report.spec import kit_index_paths, kit_labels_paths
-from editrobust.report.spec import resolve as resolve_figure
 
 
 def figure_spec(name):

@@ -2,13 +2,103 @@
 annotation kit. Everything here reads files the earlier stages wrote (samples, score files,
 tables): a new figure never regenerates an image.
 
-    spec         figure entries: defaults, input files, config cross-references
+A figure kind is a plugin (editrobust.plugins) of class `FigureKind`, named by the entry's `kind`,
+one module each: it declares its config keys (`params`), `resolve(entry, config)` (its config
+slice), `inputs(spec)` (the files it reads) and `run(spec, files) -> (Figure, DataFrame)`.
+
     grid         M, M_ed, M_ft, M_ed_ft side by side for the same prompt and seed
     bars         the study's Figure 3 from a table's CSV, with CI whiskers
     persistence  edit metric vs fine-tuning step from the checkpoint variants
+    spec         what figures and kits read; shared cross-reference checks
     render       PNG + PDF + CSV of a figure, all or nothing
-    figures      build_figure: the builder of a figure kind
     annotation   blinded annotation kit (offline HTML page) and ingestion of annotators' CSVs
 
-The package itself imports nothing heavy: config validation imports `spec` only.
+Entry points (one per rule): `make_figure`, `export_annotation_kit`, `ingest_annotations`.
+This module imports no plotting library: config validation reads the declarations.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from editrobust import paths
+from editrobust.plugins import Param, Plugin, Registry
+
+# The keys every figure kind takes.
+COMMON = {
+    "title": Param({"type": "string"}, doc="the figure's title (default: one naming what it shows)"),
+    "dpi": Param({"type": "integer", "minimum": 30}, 150, doc="PNG resolution"),
+}
+
+
+class FigureKind(Plugin):
+    """A figure kind: declared `params` ({**COMMON, own keys}), and the hooks below."""
+
+    params = COMMON
+
+    @classmethod
+    def resolve(cls, entry: Mapping, config: Mapping) -> dict:
+        """The figure's config slice: its entry with defaults, plus what it reads from other sections."""
+        return cls.with_defaults(entry)
+
+    @staticmethod
+    def inputs(spec: Mapping) -> list[str]:
+        """Exactly the files the figure reads (relative paths)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def run(spec: Mapping, files: Mapping[str, Path]):
+        """(matplotlib Figure, DataFrame of what it shows); `files` maps each input to its file."""
+        raise NotImplementedError
+
+
+FIGURES = Registry("figures", "kind", FigureKind, {
+    "grid": "editrobust.report.grid:Grid",
+    "bars": "editrobust.report.bars:Bars",
+    "persistence": "editrobust.report.persistence:Persistence",
+})
+
+
+def resolve(entry: Mapping, config: Mapping) -> dict:
+    """A figure entry's spec (FigureKind.resolve of its kind)."""
+    return FIGURES.get(entry["kind"]).resolve(entry, config)
+
+
+def input_paths(spec: Mapping) -> list[str]:
+    return FIGURES.get(spec["kind"]).inputs(spec)
+
+
+def build_figure(spec: Mapping, given: Sequence[str | Path] | None = None, root: str | Path = "."):
+    """(matplotlib Figure, DataFrame of what it shows) for a resolved figure spec.
+
+    `given` are the files the job was given (default: the figure's inputs under `root`); each
+    file the figure reads is found among them by its path (paths.locate), never by its position."""
+    kind = FIGURES.get(spec["kind"])
+    needed = kind.inputs(spec)
+    given = given if given is not None else [Path(root) / p for p in needed]
+    return kind.run(spec, paths.locate(needed, given, what=f"figure of kind {spec['kind']!r}"))
+
+
+def make_figure(spec: Mapping, given: Sequence[str | Path], png, pdf, csv):
+    """The rule `make_figure`: draw the figure and write .png, .pdf and .csv (all or nothing);
+    returns the DataFrame of what it shows."""
+    from .render import write_figure
+
+    fig, data = build_figure(spec, given)
+    write_figure(fig, data, png, pdf, csv, dpi=spec["dpi"])
+    return data
+
+
+def export_annotation_kit(spec: Mapping, name: str, given: Sequence[str | Path], kit_dir, key_path):
+    """The rule `export_annotation_kit` (annotation.export_kit)."""
+    from .annotation import export_kit
+
+    return export_kit(spec, name, given, kit_dir, key_path)
+
+
+def ingest_annotations(key_path, annotator_csvs: Sequence, labels: Mapping[str, str], agreement_path):
+    """The rule `ingest_annotations_<kit>` (annotation.ingest)."""
+    from .annotation import ingest
+
+    return ingest(key_path, list(annotator_csvs), dict(labels), agreement_path)

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from editrobust import paths
+from editrobust.plugins import Param
 from editrobust.tables.layout import HIGH, LOW, STD_ROW
 
-from .spec import FigureInputError
+from . import COMMON, FigureKind
+from .spec import BAR_TABLE_KINDS, FigureInputError
 
 BASE_GROUP = "Base"
 ROLES = ("M", "M_ed", "M_ft", "M_ed_ft")
@@ -82,13 +83,15 @@ def bar_values(table: pd.DataFrame, labels: Sequence[str], rows: Sequence[str] |
     return pd.DataFrame(records)
 
 
-def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFrame]:
+def build(spec: Mapping, files: Mapping[str, Path]):
+    from matplotlib.figure import Figure
+
     path = files[paths.table(spec["table"])]
     table, labels = read_table(path)
     data = bar_values(table, labels, spec.get("rows"), str(path))
     panels = list(pd.unique(data["panel"]))
     finetuners = list(pd.unique(data["finetuner"]))
-    n_cols = min(spec.get("columns", 3), len(panels))
+    n_cols = min(spec["columns"], len(panels))
     n_rows = math.ceil(len(panels) / n_cols)
     width = max(3.2, 0.45 * len(finetuners) * len(ROLES) * 0.5 + 1.2)
     fig = Figure(figsize=(width * n_cols, 2.8 * n_rows + 0.6), layout="constrained")
@@ -117,3 +120,39 @@ def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFram
     fig.legend(handles, names, loc="outside lower center", ncols=len(ROLES), fontsize=8, frameon=False)
     fig.suptitle(spec.get("title") or f"{spec['table']}: M, M_ed, M_ft, M_ed_ft per fine-tuner (bootstrap CIs)", fontsize=10)
     return fig, data
+
+
+class Bars(FigureKind):
+    """The study's Figure 3 from a table: bars of M, M_ed, M_ft and M_ed_ft per fine-tuner, CI whiskers."""
+
+    name = "bars"
+    params = {
+        **COMMON,
+        "table": Param({"$ref": "#/$defs/name"}, required=True,
+                       doc=f"a table of kind {', '.join(BAR_TABLE_KINDS)}: its M, M_ed (group Base), M_ft and M_ed_ft "
+                           "per fine-tuner, whiskers from its CI columns"),
+        "rows": Param({"type": "array", "minItems": 1, "items": {"type": "string"}},
+                      doc="the table rows drawn (labels joined by ' · ', e.g. `appearance · efficacy`, `Avg.`; "
+                          "default: all but std.)"),
+        "columns": Param({"type": "integer", "minimum": 1}, 3, doc="panels per row of the figure"),
+    }
+    run = staticmethod(build)
+
+    @classmethod
+    def resolve(cls, entry: Mapping, config: Mapping) -> dict:
+        return {**cls.with_defaults(entry), "table_kind": (config.get("tables") or {})[entry["table"]]["kind"]}
+
+    @staticmethod
+    def inputs(spec: Mapping) -> list[str]:
+        return [paths.table(spec["table"])]
+
+    @classmethod
+    def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
+        at, tables = f"figures.{name}.table", config.get("tables") or {}
+        if entry["table"] not in tables:
+            return [f"{at}: unknown table {entry['table']!r} (defined: {', '.join(tables) or 'none'})"]
+        kind = tables[entry["table"]]["kind"]
+        if kind not in BAR_TABLE_KINDS:
+            return [f"{at}: table {entry['table']!r} is of kind {kind!r}; bars draw tables of kind "
+                    f"{', '.join(BAR_TABLE_KINDS)} (columns M, M_ed, M_ft, M_ed_ft)"]
+        return []

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from editrobust import paths
 from editrobust.io import load_image, read_samples_index
+from editrobust.plugins import Param
 
-from .spec import FigureInputError, grid_variants
+from . import COMMON, FigureKind
+from .spec import FigureInputError, entry_reference_problems, grid_variants
 
 COLUMNS = ("M", "M_ed", "M_ft", "M_ed_ft")
 CELL_INCHES = 1.7
@@ -52,12 +53,14 @@ def _image_path(index: pd.DataFrame, index_path: Path, key: tuple[str, int]) -> 
     return index_path.parent / row["file"].iloc[0]
 
 
-def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFrame]:
+def build(spec: Mapping, files: Mapping[str, Path]):
     """The grid figure and one row per cell (finetuner, prompt_id, seed, column, variant, file).
 
     `files` maps each samples index the grid reads (spec.samples_index) to its file; a cell's
     `file` is the image's path relative to the working directory.
     """
+    from matplotlib.figure import Figure
+
     model, promptset = spec["model"], spec["promptset"]
     by_variant = {}
     for f in spec["finetuners"]:
@@ -67,7 +70,7 @@ def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFram
                 by_variant[variant] = (read_samples_index(path, FigureInputError), path)
     base_index, base_path = by_variant["base"]
     keys = select_images(base_index, spec.get("images"), spec["count"], str(base_path))
-    names = spec.get("names", {})
+    names = spec["names"]
     rows = [(f, key) for f in spec["finetuners"] for key in keys]
     width, height = CELL_INCHES * len(COLUMNS) + 1.2, CELL_INCHES * len(rows) + 1.0
     fig = Figure(figsize=(width, height))
@@ -95,3 +98,36 @@ def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFram
     title = spec.get("title") or f"{spec['editor']} on {promptset} ({model})"
     fig.suptitle(title, fontsize=11, y=1 - 0.12 / height, va="top")
     return fig, pd.DataFrame(cells)
+
+
+class Grid(FigureKind):
+    """The same prompt and seed drawn by M, M_ed, M_ft and M_ed_ft: four columns, a row per fine-tuner and image."""
+
+    name = "grid"
+    params = {
+        **COMMON,
+        "model": Param({"$ref": "#/$defs/name"}, required=True, doc="a name from `models`"),
+        "editor": Param({"$ref": "#/$defs/name"}, required=True, doc="the edit E: variants `ed-E`, `ed-E+ft-F`"),
+        "finetuners": Param({"$ref": "#/$defs/name_list"}, required=True, doc="names from `finetuners`, one block of rows each"),
+        "promptset": Param({"$ref": "#/$defs/name"}, required=True, doc="whose samples are shown"),
+        "images": Param({"type": "array", "minItems": 1,
+                         "items": {"type": "object", "required": ["prompt_id", "seed"], "additionalProperties": False,
+                                   "properties": {"prompt_id": {"type": ["string", "integer"]},
+                                                  "seed": {"type": "integer", "minimum": 0}}}},
+                        doc="`[{prompt_id, seed}]`, the images shown (default: the first seed of `count` prompts "
+                            "spread evenly over the promptset)"),
+        "count": Param({"type": "integer", "minimum": 1}, 3, doc="images shown when `images` is not given"),
+        "names": Param({"type": "object", "additionalProperties": {"type": "string"}}, {},
+                       doc="display names of the fine-tuners"),
+    }
+    run = staticmethod(build)
+
+    @staticmethod
+    def inputs(spec: Mapping) -> list[str]:
+        m, p = spec["model"], spec["promptset"]
+        variants = [v for f in spec["finetuners"] for v in grid_variants(spec, f).values()]
+        return [paths.samples_index(m, v, p) for v in dict.fromkeys(variants)]
+
+    @classmethod
+    def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
+        return entry_reference_problems(f"figures.{name}", entry, config, ("model", "editor", "promptset", "finetuners"))

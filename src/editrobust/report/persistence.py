@@ -21,17 +21,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from editrobust.metrics import gender_delta
 from editrobust.metrics.rates import as_bool
 from editrobust.tables import resample
 from editrobust.tables.debias import female_indicator
 from editrobust.tables.load import TableInputError, read_scores
+from editrobust.plugins import Derived, Param
 from editrobust.tables.spec import CLUSTERS, ScoreKey
+from editrobust.variant_names import checkpoint_steps
 
-from .spec import REFACT_METRICS, SAFETY_METRICS, FigureInputError, persistence_points
+from . import COMMON, FigureKind
+from .spec import (PERSISTENCE_METRICS, REFACT_METRICS, SAFETY_METRICS, FigureInputError, entry_reference_problems,
+                   persistence_keys, persistence_points)
 
 Y_LABELS = {"delta": "mean δ over groups (0 = balanced)", "safe": "share safe", "unsafe": "share unsafe",
             "undecidable": "share undecidable", "black": "share black"}
@@ -102,7 +104,10 @@ def curve_points(spec: Mapping, frames: Mapping[str, pd.DataFrame]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFrame]:
+def build(spec: Mapping, files: Mapping[str, Path]):
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     variants = {ScoreKey(spec["model"], v, spec["promptset"], spec["scorer"]).path: v
                 for v in (["base"] if spec["base"] else [])
                 + [v for f in spec["finetuners"] for _, v in persistence_points(spec, f)]}
@@ -113,7 +118,7 @@ def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFram
         except TableInputError as err:
             raise FigureInputError(str(err)) from None
     data = curve_points(spec, frames)
-    names = spec.get("names", {})
+    names = spec["names"]
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
     edited = data[data["variant"] == f"ed-{spec['editor']}"].iloc[0]
@@ -132,3 +137,58 @@ def build(spec: Mapping, files: Mapping[str, Path]) -> tuple[Figure, pd.DataFram
     ax.set_title(spec.get("title") or f"Persistence of {spec['editor']} ({spec['metric']}, {spec['promptset']})",
                  fontsize=10)
     return fig, data
+
+
+class Persistence(FigureKind):
+    """An edit metric against fine-tuning steps, one line per fine-tuner, from the checkpoint variants."""
+
+    name = "persistence"
+    params = {
+        **COMMON,
+        "model": Param({"$ref": "#/$defs/name"}, required=True, doc="a name from `models`"),
+        "editor": Param({"$ref": "#/$defs/name"}, required=True, doc="the edit E whose persistence is drawn"),
+        "finetuners": Param({"$ref": "#/$defs/name_list"}, required=True,
+                            doc="names from `finetuners`; each must save checkpoints (`save_every`)"),
+        "promptset": Param({"$ref": "#/$defs/name"}, required=True, doc="the promptset the checkpoints are sampled on"),
+        "scorer": Param({"$ref": "#/$defs/name"}, required=True, doc="the score files read"),
+        "metric": Param({"enum": list(PERSISTENCE_METRICS)}, required=True,
+                        doc="`delta` (mean δ over the promptset's groups), `efficacy` / `generality` / `specificity` "
+                            "(RoAD promptsets), or the share of a safety label"),
+        "base": Param({"type": "boolean"}, True, doc="also mark the unedited model's level (dashed)"),
+        "ci": Param({"type": "boolean"}, True, doc="a percentile cluster-bootstrap band per point, as in the tables"),
+        "bootstrap_resamples": Param({"type": "integer", "minimum": 1}, 1000, doc="bootstrap resamples"),
+        "seed": Param({"type": "integer"}, 0, doc="seeds the bootstrap"),
+        "confidence": Param({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, 0.95,
+                            doc="the band's confidence level"),
+        "cluster": Param({"enum": list(CLUSTERS)},
+                         Derived(lambda e: "seed" if e["metric"] in REFACT_METRICS else "prompt",
+                                 "`seed` for ReFACT metrics (one efficacy prompt), else `prompt`"),
+                         doc="what the bootstrap resamples"),
+        "names": Param({"type": "object", "additionalProperties": {"type": "string"}}, {},
+                       doc="display names of the fine-tuners"),
+    }
+    run = staticmethod(build)
+
+    @classmethod
+    def resolve(cls, entry: Mapping, config: Mapping) -> dict:
+        """The entry with defaults, plus each fine-tuner's curve steps (its checkpoints, then its last step)."""
+        spec = cls.with_defaults(entry)
+        finetuners = config.get("finetuners") or {}
+        spec["steps"] = {f: [*checkpoint_steps(finetuners[f].get("save_every"), finetuners[f]["steps"]),
+                             int(finetuners[f]["steps"])] for f in spec["finetuners"]}
+        return spec
+
+    @staticmethod
+    def inputs(spec: Mapping) -> list[str]:
+        return [k.path for k in persistence_keys(spec)]
+
+    @classmethod
+    def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
+        at = f"figures.{name}"
+        out = entry_reference_problems(at, entry, config, ("model", "editor", "promptset", "scorer", "finetuners"))
+        finetuners = config.get("finetuners") or {}
+        for i, f in enumerate(entry["finetuners"]):
+            if f in finetuners and not checkpoint_steps(finetuners[f].get("save_every"), finetuners[f]["steps"]):
+                out.append(f"{at}.finetuners[{i}]: finetuner {f!r} saves no checkpoints, so its curve has only its "
+                           f"start and end; set finetuners.{f}.save_every")
+        return out

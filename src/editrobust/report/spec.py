@@ -1,27 +1,15 @@
-"""What a figure draws: its config entry resolved, the files it reads, and its cross-references.
-
-A figure entry (`figures.<name>` in the config) is one of
-  grid         the same prompt and seed across M, M_ed, M_ft and M_ed_ft, per fine-tuner (samples)
-  bars         the study's Figure 3: M, M_ed, M_ft, M_ed_ft per fine-tuner with CI whiskers (a table)
-  persistence  an edit metric against fine-tuning steps, one line per fine-tuner (checkpoint scores)
-`resolve` fills the defaults and adds the little a figure needs from other sections (the
-checkpoint steps of each fine-tuner, the kind of the table a bar chart draws): the result is the
-figure's whole config slice, so the rule re-runs only when something the figure shows changes.
+"""What figures and annotation kits read: the variants of a grid row, the points of a
+persistence curve, a kit's files, the config cross-references the figure kinds share.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 from editrobust import paths
 from editrobust.tables.spec import ScoreKey
-from editrobust.variant_names import at_step, checkpoint_steps, ed, ed_ft, ft, problems
+from editrobust.variant_names import at_step, ed, ed_ft, ft, problems
 
-KINDS = ("grid", "bars", "persistence")
-DEFAULTS = {"dpi": 150}
-GRID_DEFAULTS = {"count": 3}
-PERSISTENCE_DEFAULTS = {"ci": True, "bootstrap_resamples": 1000, "seed": 0, "confidence": 0.95, "base": True}
 # Metrics a persistence curve can follow: δ averaged over the promptset's groups (debiasing), a
 # ReFACT success rate (RoAD promptsets), or the share of one safety label (erasure).
 REFACT_METRICS = ("efficacy", "generality", "specificity")
@@ -60,67 +48,18 @@ def persistence_keys(spec: Mapping) -> list[ScoreKey]:
     return [ScoreKey(m, v, p, s) for v in dict.fromkeys(variants)]
 
 
-def resolve(entry: Mapping, config: Mapping) -> dict:
-    """The figure's slice: its entry with defaults filled and what it reads from other sections."""
-    spec = {**DEFAULTS, **copy.deepcopy(dict(entry))}
-    kind = spec["kind"]
-    if kind == "grid":
-        spec = {**GRID_DEFAULTS, **spec}
-    elif kind == "persistence":
-        spec = {**PERSISTENCE_DEFAULTS, **spec}
-        spec.setdefault("cluster", "seed" if spec["metric"] in REFACT_METRICS else "prompt")
-        finetuners = config.get("finetuners") or {}
-        spec["steps"] = {f: [*checkpoint_steps(finetuners[f].get("save_every"), finetuners[f]["steps"]), int(finetuners[f]["steps"])]
-                         for f in spec["finetuners"]}
-    elif kind == "bars":
-        spec["table_kind"] = (config.get("tables") or {})[spec["table"]]["kind"]
-    return spec
-
-
-def input_paths(spec: Mapping) -> list[str]:
-    """Exactly the files the figure reads (samples are read through their index.csv)."""
-    kind = spec["kind"]
-    if kind == "grid":
-        m, p = spec["model"], spec["promptset"]
-        variants = [v for f in spec["finetuners"] for v in grid_variants(spec, f).values()]
-        return [paths.samples_index(m, v, p) for v in dict.fromkeys(variants)]
-    if kind == "bars":
-        return [paths.table(spec["table"])]
-    if kind == "persistence":
-        return [k.path for k in persistence_keys(spec)]
-    raise ValueError(f"unknown figure kind {kind!r} (known: {', '.join(KINDS)})")
-
-
-def figure_problems(config: Mapping) -> list[str]:
-    """Cross-references of the `figures` section, one 'figures.<name>.<key>: ...' line each."""
-    out: list[str] = []
-    sections = {s: config.get(s) or {} for s in ("models", "editors", "finetuners", "promptsets", "scorers", "tables")}
-
-    def check(where: str, section: str, name) -> bool:
-        if name not in sections[section]:
-            out.append(f"{where}: unknown {section[:-1]} {name!r} (defined: {', '.join(sections[section]) or 'none'})")
-            return False
-        return True
-
-    for name, entry in (config.get("figures") or {}).items():
-        at = f"figures.{name}"
-        if entry["kind"] == "bars":
-            if check(f"{at}.table", "tables", entry["table"]):
-                kind = sections["tables"][entry["table"]]["kind"]
-                if kind not in BAR_TABLE_KINDS:
-                    out.append(f"{at}.table: table {entry['table']!r} is of kind {kind!r}; bars draw tables of kind "
-                               f"{', '.join(BAR_TABLE_KINDS)} (columns M, M_ed, M_ft, M_ed_ft)")
-            continue
-        check(f"{at}.model", "models", entry["model"])
-        check(f"{at}.editor", "editors", entry["editor"])
-        check(f"{at}.promptset", "promptsets", entry["promptset"])
-        if "scorer" in entry:
-            check(f"{at}.scorer", "scorers", entry["scorer"])
-        for i, f in enumerate(entry["finetuners"]):
-            if check(f"{at}.finetuners[{i}]", "finetuners", f) and entry["kind"] == "persistence":
-                if not checkpoint_steps(sections["finetuners"][f].get("save_every"), sections["finetuners"][f]["steps"]):
-                    out.append(f"{at}.finetuners[{i}]: finetuner {f!r} saves no checkpoints, so its curve has "
-                               "only its start and end; set finetuners." + f + ".save_every")
+def entry_reference_problems(at: str, entry: Mapping, config: Mapping, keys) -> list[str]:
+    """The names of a figure entry's `keys` (model, editor, promptset, scorer, finetuners) that
+    refer to nothing, one 'figures.<name>.<key>: ...' line each."""
+    out = []
+    for key in keys:
+        section = "finetuners" if key == "finetuners" else key + "s"
+        known = config.get(section) or {}
+        values = entry[key] if key == "finetuners" else [entry[key]]
+        for i, name in enumerate(values):
+            where = f"{at}.{key}[{i}]" if key == "finetuners" else f"{at}.{key}"
+            if name not in known:
+                out.append(f"{where}: unknown {section[:-1]} {name!r} (defined: {', '.join(known) or 'none'})")
     return out
 
 
