@@ -9,6 +9,9 @@ from snakemake.utils import min_version
 # toy UNet step went from 0.5 s to 2.6 s on 2 cores); passive waiting keeps them fair. Jobs
 # inherit this environment; set OMP_WAIT_POLICY yourself to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# envs/editrobust.yaml installs this project from here (pip expands ${EDITROBUST_ROOT} in its
+# requirements), so `--sdm conda` environments run the same code as the workflow.
+os.environ.update(EDITROBUST_ROOT=workflow.basedir)
 
 min_version("9.0")
 
@@ -42,4 +45,4 @@ localrules:
 
 rule all:
     input:
-        all_targets(),
+        R.all_targets(),

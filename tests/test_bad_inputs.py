@@ -161,7 +161,7 @@ def pickled_local_model(tmp: Path, saved_pipeline: Path) -> Job:
     torch.save(load_file(weights), src / "unet" / "diffusion_pytorch_model.bin")  # a pickle
     weights.unlink()
     return Job("prepare_base_model.py", output={"out": tmp / "results/models/mine/base/variant.json"},
-               params={"model": {"kind": "path", "path": str(src)}}, wildcards={"model": "mine"})
+               params={"model": {"kind": "path", "path": str(src)}, "device": "cpu"}, wildcards={"model": "mine"})
 
 
 def nan_finetune(tmp: Path, tiny_base: dict) -> Job:
@@ -180,7 +180,7 @@ def nan_finetune(tmp: Path, tiny_base: dict) -> Job:
 
     make_finetuner(entry)  # the entry itself is valid
     return Job("finetune_model.py",
-               input={"parent": base / "variant.json", "cache": tmp / "results/cache/tiny/latents_style.safetensors"},
+               input={"chain": [base / "variant.json"], "cache": tmp / "results/cache/tiny/latents_style.safetensors"},
                output={"ckpt1": tmp / "results/models/tiny/ft-full@1/variant.json",
                        "ckpt2": tmp / "results/models/tiny/ft-full@2/variant.json", "final": out},
                params={"name": "full", "device": "cpu", "finetuner": entry,

@@ -144,7 +144,7 @@ def test_uce_erase_flux_edits_two_projections_and_keeps_bias(flux):
 
 
 def test_uce_identity_w_new_is_w_old_times_t(sd1):
-    # default scales: no approximation involved, W_new = W_old·T holds exactly (editors.md §1.2)
+    # default scales: no approximation involved, W_new = W_old·T holds exactly (the closed form's identity)
     delta = uce_erase(sd1, EDITS, "a bird", PRESERVE)
     emb = concept_embeddings(sd1, EDITS + ["a bird"] + PRESERVE)[TOKENS]
     T = uce_transform(emb[:2], emb[2:3].expand(2, -1), emb[3:])

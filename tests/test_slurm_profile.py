@@ -63,14 +63,19 @@ def test_profile_requests_no_global_gpu_limit_and_gives_every_class_runtime_and_
 
 
 def test_every_rule_that_uses_the_device_requests_one_gpu(repo):
-    """A rule passing `device=config["device"]` (or sampling settings, which carry the device) runs
-    torch models there: it must declare the GPU token (`gpu=TORCH_GPU`: 1 unless `device: cpu`).
-    (prepare_base_model and refact_statistic declare it too: they load whole pipelines, so on a
-    workstation they take the one GPU token as well.)"""
+    """A rule runs torch models exactly when it passes the device (`device=R.device`) and then it
+    declares the GPU token (`gpu=R.torch_gpu`: 1 unless `device: cpu`), and the other way round:
+    a rule holding the token without the device once ran the ReFACT statistic on the CPU.
+    (prepare_base_model declares both: on a workstation it takes the one GPU token as well.)"""
     blocks = rule_blocks(repo)
-    uses_device = {name for name, text in blocks.items() if re.search(r"device=|sampling_slice", text)}
-    requests_gpu = {name for name, text in blocks.items() if re.search(r"^\s*gpu=TORCH_GPU,?\s*$", text, flags=re.M)}
-    assert uses_device and uses_device <= requests_gpu, uses_device - requests_gpu
+    uses_device = {name for name, text in blocks.items() if re.search(r"^\s*device=R\.device,?\s*$", text, flags=re.M)}
+    requests_gpu = {name for name, text in blocks.items() if re.search(r"^\s*gpu=R\.torch_gpu,?\s*$", text, flags=re.M)}
+    assert uses_device and uses_device == requests_gpu, uses_device ^ requests_gpu
+    # and their scripts read it (runtime.job_device), the one way every torch job does
+    scripts = {name: re.search(r'"\.\./scripts/(\w+\.py)"', text).group(1) for name, text in blocks.items()
+               if name in uses_device}
+    for name, script in scripts.items():
+        assert "job_device(snakemake)" in (repo / "workflow" / "scripts" / script).read_text(), (name, script)
     assert {"prepare_base_model", "sample_promptset", "edit_model"} <= requests_gpu
     assert "score_images" not in requests_gpu
 

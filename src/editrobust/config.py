@@ -9,19 +9,16 @@ validated config carries them, so a job's config slice shows exactly what it ran
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping
-from importlib import resources
-from pathlib import Path
 
 import jsonschema
 import yaml
 
 from editrobust import variant_names as vn
 from editrobust.plugins import PluginError, Registry
+from editrobust.schema import DEFAULT_SCHEMA, Validator, load_schema
 
-DEFAULT_SCHEMA = resources.files("editrobust") / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -80,30 +77,6 @@ def _deepest(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
     while err.context:
         err = max(err.context, key=lambda e: len(e.absolute_path))
     return err
-
-
-def _filling_defaults(validator_class):
-    """A validator class that also sets each missing property that has a `default` (the
-    jsonschema FAQ's recipe): validating an instance fills its defaults in place."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def properties(validator, props, instance, schema):
-        if validator.is_type(instance, "object"):
-            for name, sub in props.items():
-                if isinstance(sub, dict) and "default" in sub and name not in instance:
-                    instance[name] = copy.deepcopy(sub["default"])
-        yield from validate_properties(validator, props, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": properties})
-
-
-Validator = _filling_defaults(jsonschema.Draft202012Validator)
-
-
-def load_schema(schema_path=DEFAULT_SCHEMA) -> dict:
-    """The config schema (a path, or the packaged file's Traversable)."""
-    source = Path(schema_path) if isinstance(schema_path, str) else schema_path
-    return yaml.safe_load(source.read_text())
 
 
 def _problems(schema: Mapping, instance, prefix: tuple = ()) -> list[str]:

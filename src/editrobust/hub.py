@@ -29,7 +29,11 @@ import os
 import re
 from pathlib import Path
 
-DEFAULT_CACHE = "resources/hub"
+from tqdm.auto import tqdm
+
+from editrobust.paths import HUB_CACHE
+
+DEFAULT_CACHE = HUB_CACHE
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # Text files a pipeline or dataset needs besides its safetensors / parquet data.
 TEXT_PATTERNS = ("*.json", "*.txt", "*.model")
@@ -164,7 +168,8 @@ def verify_and_hash(root: Path) -> dict[str, str]:
     blob sha1. A mismatch raises SnapshotCorrupt naming the file."""
     out = {}
     root = Path(root)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    for path in tqdm(files, desc=f"hashing {root.name}", unit="file", mininterval=5):
         rel = str(path.relative_to(root))
         if rel.startswith(".") or "/." in rel:
             continue  # huggingface_hub's own metadata (.cache/) in a local_dir

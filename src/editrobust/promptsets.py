@@ -134,6 +134,9 @@ def road_promptset_for(spec: dict) -> pd.DataFrame:
 
 def build_promptset(entry: dict) -> pd.DataFrame:
     """The promptset a `promptsets.<name>` config entry describes, validated."""
+    from editrobust.schema import with_defaults
+
+    entry = with_defaults("promptset", entry)
     if entry["source"] == "toy":
         df, where = toy_promptset(entry["set"]), f"toy promptset {entry['set']}"
     elif entry["source"] == "road":

@@ -4,37 +4,41 @@
 rule refact_statistic:
     """ReFACT's second moment of fc2 inputs: once per (model, layer, corpus), shared by every edit."""
     input:
-        base="results/models/{model}/base/variant.json",
-        corpus=refact_corpus_inputs,
+        base=paths.fill(paths.VARIANT_JSON, variant="base"),
+        corpus=R.statistic_corpus_inputs,
     output:
-        "results/stats/{model}/fc2_second_moment_L{layer}_{corpus}.safetensors",
+        paths.REFACT_STATISTIC,
+    params:
+        device=R.device,
     log:
         "logs/refact_statistic/{model}/L{layer}_{corpus}.log",
-    params:
-        device=config["device"],
-    threads: TORCH_THREADS
+    threads: R.torch_threads
     resources:
-        gpu=TORCH_GPU,
+        gpu=R.torch_gpu,
+    conda:
+        ENV
     script:
         "../scripts/refact_statistic.py"
 
 
 rule edit_model:
     input:
-        unpack(edit_inputs),
+        unpack(R.edit_inputs),
     output:
-        "results/models/{model}/ed-{editor}/variant.json",
+        paths.fill(paths.VARIANT_JSON, variant=variant_names.ed("{editor}")),
     params:
-        editor=editor_slice,
-        sampling=sampling_settings_slice,
-        device=config["device"],
-        resolved=editor_resolved_slice,
+        editor=R.editor_slice,
+        resolved=R.editor_resolved_slice,
+        sampling=R.sampling_slice,
+        device=R.device,
     log:
         "logs/edit_model/{model}/{editor}.log",
     benchmark:
         "benchmarks/rules/edit_model/{model}/{editor}.tsv"
-    threads: TORCH_THREADS
+    threads: R.torch_threads
     resources:
-        gpu=TORCH_GPU,
+        gpu=R.torch_gpu,
+    conda:
+        ENV
     script:
         "../scripts/edit_model.py"

@@ -3,12 +3,14 @@
 
 rule build_promptset:
     input:
-        promptset_inputs,
+        R.promptset_inputs,
     output:
-        "results/promptsets/{promptset}.csv",
+        paths.PROMPTSET,
     params:
-        promptset=promptset_slice,
+        promptset=R.promptset_slice,
     log:
         "logs/build_promptset/{promptset}.log",
+    conda:
+        ENV
     script:
         "../scripts/build_promptset.py"

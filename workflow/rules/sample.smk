@@ -3,20 +3,22 @@
 
 rule sample_promptset:
     input:
-        model=variant_chain_inputs,
-        promptset="results/promptsets/{promptset}.csv",
+        model=R.variant_chain,
+        promptset=paths.PROMPTSET,
     output:
-        "results/samples/{model}/{variant}/{promptset}/index.csv",
+        paths.SAMPLES_INDEX,
     params:
-        sampling=sampling_settings_slice,
-        promptset=promptset_slice,
-        device=config["device"],
+        sampling=R.sampling_slice,
+        promptset=R.promptset_slice,
+        device=R.device,
     log:
         "logs/sample_promptset/{model}/{variant}/{promptset}.log",
     benchmark:
         "benchmarks/rules/sample_promptset/{model}/{variant}/{promptset}.tsv"
-    threads: TORCH_THREADS
+    threads: R.torch_threads
     resources:
-        gpu=TORCH_GPU,
+        gpu=R.torch_gpu,
+    conda:
+        ENV
     script:
         "../scripts/sample_promptset.py"

@@ -1,8 +1,7 @@
 from pathlib import Path
 
-from editrobust.devices import pick_device
 from editrobust.editors import edit_model
-from editrobust.runtime import param_json, setup_job
+from editrobust.runtime import job_device, param_json, setup_job
 
 setup_job(snakemake)
 edit_model(
@@ -13,5 +12,5 @@ edit_model(
     inputs={name: path for name, path in snakemake.input.items() if name != "base"},
     resolved=param_json(snakemake, "resolved"),
     sampling=param_json(snakemake, "sampling"),
-    device=str(pick_device(snakemake.params.device)),
+    device=job_device(snakemake),
 )

@@ -1,8 +1,7 @@
 from pathlib import Path
 
-from editrobust.devices import pick_device
 from editrobust.editors import refact_statistic
-from editrobust.runtime import setup_job
+from editrobust.runtime import job_device, setup_job
 
 setup_job(snakemake)
 corpus_files = list(snakemake.input.corpus)  # a download's manifest, next to its lines.txt
@@ -12,5 +11,5 @@ refact_statistic(
     snakemake.wildcards.corpus,
     snakemake.output[0],
     corpus_dir=Path(corpus_files[0]).parent if corpus_files else None,
-    device=str(pick_device(snakemake.params.device)),
+    device=job_device(snakemake),
 )

@@ -35,13 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from editrobust import paths
 from editrobust.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
-ROOT = "resources/datasets"
-MANIFEST = "manifest.json"
+ROOT = paths.DATASETS
+MANIFEST = Path(paths.MANIFEST).name
 URL_TIMEOUT_S = 120
 
 
@@ -50,11 +52,11 @@ class DownloadError(ValueError):
 
 
 def download_dir(name: str) -> str:
-    return f"{ROOT}/{name}"
+    return paths.fill(paths.DOWNLOAD_DIR, download=name)
 
 
 def manifest_path(name: str) -> str:
-    return f"{ROOT}/{name}/{MANIFEST}"
+    return paths.fill(paths.MANIFEST, download=name)
 
 
 def download_for_path(path: str, downloads: dict) -> str | None:
@@ -103,8 +105,9 @@ def hub_dataset(entry: dict, owner: str, allow_patterns: list[str]) -> tuple[Pat
 def _checksums(root: Path) -> dict[str, str]:
     from editrobust.models.variants import sha256_file
 
-    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != MANIFEST}
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST]
+    return {str(p.relative_to(root)): sha256_file(p) for p in tqdm(files, desc=f"hashing {root.name}", unit="file",
+                                                                  mininterval=5)}
 
 
 # ------------------------------------------------------------------------------------- kinds
@@ -168,7 +171,7 @@ def fetch_wikitext103(name: str, entry: dict, out: Path, inputs: dict) -> dict:
 
 def _fetch_files(name: str, entry: dict, out: Path) -> dict:
     files = {}
-    for filename, spec in entry["files"].items():
+    for filename, spec in tqdm(entry["files"].items(), desc=f"downloads.{name}", unit="file", mininterval=5):
         data = fetch_verified(spec["url"], f"downloads.{name}.files.{filename}", spec.get("sha256"), spec.get("size"))
         (out / filename).write_bytes(data)
         files[filename] = dict(url=spec["url"], bytes=len(data), pinned_sha256=spec.get("sha256"))
@@ -256,7 +259,7 @@ def fetch_coco_images(name: str, entry: dict, out: Path, inputs: dict) -> dict:
         raise DownloadError(f"{inputs['promptset']}: no coco_id column (is it a `source: coco` promptset?)")
     template = entry.get("url_template", COCO_IMAGE_URL)
     ids = sorted({int(i) for i in promptset["coco_id"]})
-    for coco_id in ids:
+    for coco_id in tqdm(ids, desc=f"downloads.{name}", unit="image", mininterval=5):
         url = template.format(coco_id=coco_id)
         data = fetch_url(url)
         decode_image(data, url)  # a broken or HTML error page fails here, naming the URL
@@ -318,8 +321,8 @@ def read_corpus_lines(path: str | Path) -> list[str]:
 
 
 def i2p_promptset(entry: dict) -> pd.DataFrame:
-    """`n` prompts of the I2P benchmark sampled with `seed` (optionally only some `categories`,
-    or prompts whose `inappropriate_percentage` >= `min_inappropriate`). Every prompt is sampled
+    """`n` prompts of the I2P benchmark sampled with `sample_seed` (`entry` has its defaults:
+    promptsets.build_promptset), optionally only some `categories`, or prompts whose `inappropriate_percentage` >= `min_inappropriate`). Every prompt is sampled
     with the promptset's seeds (the study used one seed for all); I2P's own `sd_seed` is kept as
     metadata (`i2p_seed`)."""
     path = Path(download_dir(entry["download"])) / "prompts.csv"
@@ -332,10 +335,10 @@ def i2p_promptset(entry: dict) -> pd.DataFrame:
         pool = pool[pool["categories"].fillna("").map(lambda c: bool(wanted & {x.strip() for x in str(c).split(",")}))]
     if entry.get("min_inappropriate") is not None:
         pool = pool[pool["inappropriate_percentage"] >= float(entry["min_inappropriate"])]
-    n = int(entry.get("n", 50))
+    n = int(entry["n"])
     if len(pool) < n:
         raise ValueError(f"{path}: {len(pool)} prompts match the promptset's filters, {n} asked")
-    rng = np.random.default_rng(int(entry.get("sample_seed", 0)))
+    rng = np.random.default_rng(int(entry["sample_seed"]))
     picked = pool.iloc[sorted(rng.choice(len(pool), size=n, replace=False))]
     out = pd.DataFrame({"prompt_id": [f"i2p-{r:04d}" for r in picked["i2p_row"]],
                         "prompt": picked["prompt"].astype(str).str.strip().to_numpy(),
@@ -348,16 +351,16 @@ def i2p_promptset(entry: dict) -> pd.DataFrame:
 
 
 def coco_promptset(entry: dict) -> pd.DataFrame:
-    """`n` captions of COCO-30k (UCE's `coco_30k.csv`) sampled with `sample_seed`; each keeps its
+    """(`entry` with its defaults: promptsets.build_promptset) `n` captions of COCO-30k (UCE's `coco_30k.csv`) sampled with `sample_seed`; each keeps its
     `evaluation_seed` as its seed and its `coco_id` (the reference image fetched for FID)."""
-    path = Path(download_dir(entry["download"])) / entry.get("file", "coco_30k.csv")
+    path = Path(download_dir(entry["download"])) / entry["file"]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: COCO captions not downloaded yet (downloads.{entry['download']})")
     df = pd.read_csv(path)
-    n = int(entry.get("n", 1000))
+    n = int(entry["n"])
     if len(df) < n:
         raise ValueError(f"{path}: {len(df)} captions, {n} asked")
-    rng = np.random.default_rng(int(entry.get("sample_seed", 0)))
+    rng = np.random.default_rng(int(entry["sample_seed"]))
     picked = df.iloc[sorted(rng.choice(len(df), size=n, replace=False))]
     return pd.DataFrame({"prompt_id": [f"coco-{int(c)}" for c in picked["case_number"]],
                          "prompt": picked["prompt"].astype(str).str.strip().to_numpy(),

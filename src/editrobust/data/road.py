@@ -1,6 +1,7 @@
 """RoAD, the ReFACT edit dataset (`road/RoAD_validation.csv`, `road/RoAD_test.csv`).
 
-Format (one row per edit, columns in this order; see shared/reference/datasets.md §2):
+Format (one row per edit, columns in this order; technion-cs-nlp/ReFACT at 8b6df79: the
+validation file has 10 rows, 5 Role + 5 Appearance; the test file 90 rows, 41 Role + 49 Appearance):
 
     Type, Prompt, Oracle, Old, New,
     Positive{i}, Positive_oracle{i}, Positive_old{i}, Positive_new{i}    for i = 1..5
@@ -11,7 +12,7 @@ Format (one row per edit, columns in this order; see shared/reference/datasets.m
 Cells may be quoted and contain commas, and the files end without a newline, so always parse
 them with a CSV reader.
 
-Evaluation (evaluation.md §2): an image of each prompt is scored by a CLIP pair scorer on two
+Evaluation (ReFACT's): an image of each prompt is scored by a CLIP pair scorer on two
 texts [text_old, text_new]:
 
     efficacy     image of Prompt       texts [Old, New]                        success: p(new) > p(old)

@@ -1,6 +1,7 @@
 """ReFACT (Arad, Orgad, Belinkov; NAACL 2024): a rank-one edit of one text-encoder MLP.
 
-Reference: shared/reference/editors.md §2 (a ROME adaptation to CLIP's text encoder). The edited
+Reference: the authors' code, technion-cs-nlp/ReFACT (HEAD 8b6df79: `src/refact/refact_main.py`,
+`compute_u.py`, `compute_v.py`, `layer_stats.py`), a ROME adaptation to CLIP's text encoder. The edited
 matrix is `text_model.encoder.layers.{L}.mlp.fc2` (W_out, d×4d); its bias is untouched. (In
 transformers 5 a CLIPTextModel's state-dict key is `encoder.layers.{L}.mlp.fc2.weight`, without
 `text_model.`; `fc2_key` gives the right one for each encoder.)
@@ -304,7 +305,7 @@ def refact_edit(text_encoder, tokenizer, prompt: str, old: str, new: str, layer:
                 templates: Sequence[str] = TEMPLATES, position: str = "subject_last", v_lr: float = 0.05,
                 v_max_grad_steps: int = 100, v_prob_threshold: float = 0.99, v_weight_decay: float = 0.1,
                 clamp_norm_factor: float = 4.0, seed: int = 0, target_encoder=None) -> tuple[Delta, dict]:
-    """ReFACT rank-one edit of `text_model.encoder.layers.{layer}.mlp.fc2` (editors.md §2.2).
+    """ReFACT rank-one edit of `text_model.encoder.layers.{layer}.mlp.fc2` (ReFACT's `compute_u`/`compute_v`).
 
     `prompt` is the subject (the bare prompt "{}" formatted with it), `old`/`new` the texts whose
     clean features g_old/g_new the loss contrasts (e.g. prompt "the president of the united

@@ -1,15 +1,17 @@
 """Unified Concept Editing (UCE; Gandikota et al., WACV 2024): erase/moderate and debias.
 
-Reference: shared/reference/editors.md §1. We follow the **new** (2025 HEAD) semantics: one
-embedding per concept, its last sub-word token; the paper-era multi-token windows are kept as
+Reference: the authors' code, rohitgandikota/unified-concept-editing (HEAD 28c81ed, 2025:
+`trainscripts/uce_sd_erase.py`, `uce_sd_debias.py`, `uce_flux_edit.py`; the paper-era
+`train-scripts/train_erase.py` and `train_debias.py` are in its history, e.g. 35e91e2). We follow
+the **new** semantics: one embedding per concept, its last sub-word token; the paper-era multi-token windows are kept as
 `token_mode="window"` (SD1.x/SDXL) for parity with the paper's numbers.
 
-UCE edits linear maps that read text embeddings, in closed form (§1.2):
+UCE edits linear maps that read text embeddings, in closed form:
 
     W_new = (λ W_old + s_e Σ_E v_i* c_iᵀ + s_p Σ_P (W_old c_j) c_jᵀ) · (λ I + s_e Σ_E c_i c_iᵀ + s_p Σ_P c_j c_jᵀ)⁻¹
              `------------------------ mat1 ------------------------´   `------------------ mat2 ------------------´
 
-Edited maps (§1.3): every UNet cross-attention `attn2.to_k`/`attn2.to_v` on SD1.x/SD2.x/SDXL; on
+Edited maps: every UNet cross-attention `attn2.to_k`/`attn2.to_v` on SD1.x/SD2.x/SDXL; on
 FLUX `transformer.context_embedder` (fed the T5 token embedding) and
 `transformer.time_text_embed.text_embedder.linear_1` (fed the pooled CLIP embedding).
 
@@ -17,7 +19,7 @@ FLUX bias (decision): these two maps have a bias b, but only the weight is edite
 targets without bias, v* = F.linear(c_guide, W_old) = W_old c_guide. Then the edited module outputs
 W_new c_e + b ≈ W_old c_guide + b, exactly the guide's original output, and a preserved concept
 keeps W_new c_j + b ≈ W_old c_j + b, its original output. The upstream script takes v* = module(c)
-(bias included), so edited *and preserved* directions come out ≈ W c + 2b (editors.md §1.3 quirk).
+(bias included), so edited *and preserved* directions come out ≈ W c + 2b (a quirk of `uce_flux_edit.py`).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def _right_matrix(edit_keys: torch.Tensor, preserve_keys: torch.Tensor | None, l
 def solve_uce(W_old: torch.Tensor, edit_keys: torch.Tensor, edit_targets: torch.Tensor,
               preserve_keys: torch.Tensor | None, lamb: float = 0.5, erase_scale: float = 1.0,
               preserve_scale: float = 1.0) -> torch.Tensor:
-    """UCE's closed form (editors.md §1.2) for one linear map, in fp32.
+    """UCE's closed form for one linear map, in fp32.
 
     `W_old` is d_out×d_in; `edit_keys` c_i are n×d_in rows, `edit_targets` v_i* are n×d_out rows,
     `preserve_keys` c_j are m×d_in rows (targets W_old c_j). Returns
@@ -78,7 +80,7 @@ def solve_uce(W_old: torch.Tensor, edit_keys: torch.Tensor, edit_targets: torch.
 
 def uce_transform(edit_keys: torch.Tensor, edit_sources: torch.Tensor, preserve_keys: torch.Tensor | None,
                   lamb: float = 0.5, erase_scale: float = 1.0, preserve_scale: float = 1.0) -> torch.Tensor:
-    """T with `W_new = W_old · T` when every target is `W_old · source` (editors.md §1.2 identity).
+    """T with `W_new = W_old · T` when every target is `W_old · source` (an identity of the closed form).
 
     `T = (λI + s_e Σ c_i* c_iᵀ + s_p Σ c_j c_jᵀ) · M⁻¹`, `M = mat2`. One T serves every module that
     reads the same embeddings (all cross-attention maps of a UNet). Not valid when targets are not
@@ -108,7 +110,7 @@ class UCEModule:
 
 
 def uce_modules(pipe) -> list[UCEModule]:
-    """The maps UCE edits on this pipeline's family (editors.md §1.3)."""
+    """The maps UCE edits on this pipeline's family."""
     if model_family(pipe) == "flux":
         names = dict(pipe.transformer.named_modules())
         missing = [n for n in FLUX_MODULES if n not in names]
@@ -148,7 +150,7 @@ def check_concepts_fit(pipe, texts: Sequence[str], max_sequence_length: int | No
 
 def concept_embeddings(pipe, texts: Sequence[str], mode: str = "last",
                        max_sequence_length: int | None = None) -> dict[str, torch.Tensor]:
-    """Text embeddings c that the edited maps read, as fp32 `{space: tensor}` (editors.md §1.4).
+    """Text embeddings c that the edited maps read, as fp32 `{space: tensor}`.
 
     - SD1.x: `encode_prompt(...)[0]` (last_hidden_state after the final LayerNorm); SDXL: the same
       call gives the concatenation of both encoders' `hidden_states[-2]`. Space TOKENS.
@@ -275,7 +277,7 @@ def uce_erase(pipe, edit_concepts: str | Sequence[str], guide_concepts: str | Se
               preserve_concepts: str | Sequence[str] = (), lamb: float = 0.5, erase_scale: float = 1.0,
               preserve_scale: float = 1.0, expand_prompts: bool = False, concept_type: str = "object",
               token_mode: str = "last", max_sequence_length: int | None = None) -> Delta:
-    """UCE erase / moderate (editors.md §1.5): map each edit concept onto its guide, keep preserve concepts.
+    """UCE erase / moderate (`uce_sd_erase.py`): map each edit concept onto its guide, keep preserve concepts.
 
     Targets v_i* = W_old c_guide(i); preserve targets W_old c_j; closed form of `solve_uce`.
     Guide default: 'art' for `concept_type='art'`, else '' (moderation = erase towards '' with no
@@ -402,7 +404,7 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
                token_mode: str = "last", edit_templates: Sequence[str] = ("{}",),
                gain_halving: bool = False, reselect_top: int = 0,
                reselect_rounds: int = 2) -> tuple[Delta, list[dict]]:
-    """UCE debias, the new iterative procedure (editors.md §1.6), an integral controller.
+    """UCE debias, the new iterative procedure (`uce_sd_debias.py`), an integral controller.
 
     `gain` scales each update, A += gain·d. UCE's code uses 1; a steep model (the toy) overshoots
     and oscillates with it, so the toy config damps it. `gain_halving` (our extension, off by

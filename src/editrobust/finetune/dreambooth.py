@@ -83,7 +83,7 @@ class DreamBooth(FullFinetune):
         n = self.settings["num_class_images"]
         settings = SamplingSettings.from_dict(self.settings["class_sampling"])
         seeds = list(range(self.settings["class_seed"], self.settings["class_seed"] + n))
-        images = generate(pipe, [self.class_text] * n, seeds, settings, progress=False)
+        images = generate(pipe, [self.class_text] * n, seeds, settings, desc="DreamBooth class images")
         self.class_latents = encode_posteriors(pipe.vae, images_to_tensor(images))
 
     def prompt(self, cache: LatentCache, index: int) -> str:

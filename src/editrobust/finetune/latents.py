@@ -2,9 +2,9 @@
 
 Every fine-tune of a model on a dataset reads the same file
 `results/cache/<model>/latents_<dataset>.safetensors`, so the VAE runs once, not once per job.
-Following the reference (finetuning.md §3), the cache stores the posterior's `mean` and `logvar`
-(not one sample), for the image and for its horizontal mirror (`mean_flip`, `logvar_flip`), so the
-training loop still draws a fresh latent sample each step and can still flip at random. Rows are
+The cache stores the posterior's `mean` and `logvar` (not one sample: a cached sample would freeze
+the noise, crop and flip of every image), for the image and for its horizontal mirror
+(`mean_flip`, `logvar_flip`), so the training loop still draws a fresh latent sample each step and can still flip at random. Rows are
 keyed by **dataset index** (row i of every tensor is dataset row i, whose caption is
 `captions[i]` in the metadata), never by dataloader step: the bug of the official
 `--cache_latents` (diffusers#14430) cannot happen.
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from editrobust.data.finetune_datasets import FinetuneDataset, prepare_images
 from editrobust.io import atomic_path
@@ -65,7 +66,7 @@ def encode_posteriors(vae, pixels: torch.Tensor, batch: int = 16) -> tuple[torch
     device = next(vae.parameters()).device
     dtype = next(vae.parameters()).dtype
     means, logvars = [], []
-    for i in range(0, len(pixels), batch):
+    for i in tqdm(range(0, len(pixels), batch), desc="VAE latents", unit="batch", mininterval=5):
         dist = vae.encode(pixels[i:i + batch].to(device, dtype)).latent_dist
         means.append(dist.mean.float().cpu())
         logvars.append(dist.logvar.float().cpu())

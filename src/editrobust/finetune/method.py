@@ -119,7 +119,7 @@ class Finetuner(Plugin):
             from prodigyopt import Prodigy
 
             # One parameter group only: Prodigy rejects groups with different non-zero lrs, and a
-            # group with lr 0 is not frozen (finetuning.md §5).
+            # group with lr 0 is not frozen (prodigyopt 1.1.2).
             return Prodigy(params, lr=p["lr"], betas=(p["adam_beta1"], p["adam_beta2"]), beta3=p["prodigy_beta3"],
                            weight_decay=p["adam_weight_decay"], eps=p["adam_epsilon"], decouple=p["prodigy_decouple"],
                            use_bias_correction=p["prodigy_use_bias_correction"],

@@ -14,12 +14,15 @@ from editrobust.sampling import SamplingSettings
 log = logging.getLogger(__name__)
 
 
-def prepare_base_model(name: str, entry: dict, out_dir: str | Path, log_dir: str | Path | None = None,
-                       snapshot_json: str | Path | None = None) -> dict:
+def prepare_base_model(name: str, entry: dict, out_dir: str | Path, snapshot_json: str | Path | None = None,
+                       device: str = "cpu") -> dict:
     """Write `out_dir` (atomically) with the base variant of model `name`; returns variant.json.
-    A hub model's snapshot record (`snapshot_hub_model`) is `snapshot_json`."""
+    A hub model's snapshot record (`snapshot_hub_model`) is `snapshot_json`. Only the toy model
+    runs torch here, and it trains on the CPU whatever `device` is (its numbers are CPU numbers)."""
     out_dir = Path(out_dir)
     if entry["kind"] == "toy":
+        if device != "cpu":
+            log.info("the toy model trains on the CPU (device %s is not used)", device)
         return _prepare_toy(name, entry, out_dir)
     if entry["kind"] == "path":
         src = check_local_pipeline_dir(entry["path"])

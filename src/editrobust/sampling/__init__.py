@@ -16,6 +16,7 @@ from editrobust.devices import pick_device, torch_dtype
 from editrobust.io import atomic_dir, save_png, write_csv
 from editrobust.models.variants import load_pipeline
 from editrobust.promptsets import expand_images, validate_promptset
+from editrobust.schema import with_defaults
 
 from .generate import SamplingSettings, configure_for_sampling, generate, native_resolution
 
@@ -27,7 +28,8 @@ def sample_promptset(variant_dir, promptset_csv, promptset: dict, sampling: dict
     """Generate every (prompt, seed) image of the promptset with the variant; returns the index.
     `sampling` is the model's `sampling` entry (SamplingSettings)."""
     prompts = validate_promptset(pd.read_csv(promptset_csv, dtype={"prompt_id": str}), str(promptset_csv))
-    index = expand_images(prompts, promptset.get("images_per_prompt", 32), promptset.get("seed_offset", 0))
+    promptset = with_defaults("promptset", promptset)
+    index = expand_images(prompts, promptset["images_per_prompt"], promptset["seed_offset"])
     settings = SamplingSettings.from_dict(sampling)
     device = pick_device(device)
     pipe = load_pipeline(variant_dir, device=device, dtype=torch_dtype(settings.dtype, "sampling.dtype"))

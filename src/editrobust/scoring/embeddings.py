@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from editrobust.io import atomic_path
 from editrobust.scoring.common import WeightsUnavailable, cached_hub_files, load_images
@@ -128,7 +129,7 @@ def compute_image_embeddings(clip: ClipModel, images) -> np.ndarray:
     device = next(clip.model.parameters()).device
     out = []
     with torch.no_grad():
-        for i in range(0, len(images), BATCH):
+        for i in tqdm(range(0, len(images), BATCH), desc="CLIP image embeddings", unit="batch", mininterval=5):
             batch = torch.stack([clip.preprocess(Image.fromarray(im)) for im in images[i:i + BATCH]]).to(device)
             out.append(torch.nn.functional.normalize(clip.model.encode_image(batch).float(), dim=-1).cpu())
     if not out:

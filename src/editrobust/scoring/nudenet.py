@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from editrobust.plugins import Param
 from editrobust.scoring import BLACK_THRESHOLD, Scorer
@@ -87,7 +88,7 @@ def score(index: pd.DataFrame, image_dir, params: dict, detector=None) -> pd.Dat
     black = black_flags(images, params["black_threshold"])
     detector = detector or make_detector(params)
     rows = []
-    for image, is_black in zip(images, black):
+    for image, is_black in tqdm(zip(images, black), total=len(images), desc="NudeNet", unit="image", mininterval=5):
         if is_black:
             rows.append({"safety": "black", "nudenet_max_score": 0.0, "nudenet_classes": ""})
         else:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from editrobust.io import atomic_dir, load_image, save_png, write_csv
 from editrobust.scoring.common import WeightsUnavailable, load_images
@@ -168,7 +169,8 @@ def features(extractor, images, device: str = "cpu"):
 
     extractor = extractor.to(device)
     out = []
-    with torch.no_grad():
+    progress = tqdm(total=len(images), desc="FID features", unit="image", mininterval=5)
+    with torch.no_grad(), progress:
         i = 0
         while i < len(images):
             batch = [images[i]]
@@ -177,6 +179,7 @@ def features(extractor, images, device: str = "cpu"):
             x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous().to(device)
             out.append(extractor(x)[0].double().cpu())
             i += len(batch)
+            progress.update(len(batch))
     return torch.cat(out)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from editrobust.plugins import Param
 from editrobust.scoring import BLACK_THRESHOLD, ClipScorer, Scorer
@@ -141,7 +142,7 @@ def score_sd_safety_checker(index: pd.DataFrame, image_dir, params: dict, embedd
     checker, processor, where = load_safety_checker(params)
     flagged = np.zeros(len(images), dtype=bool)
     with torch.no_grad():
-        for i in range(0, len(images), BATCH):
+        for i in tqdm(range(0, len(images), BATCH), desc="SD safety checker", unit="batch", mininterval=5):
             batch = images[i:i + BATCH]
             clip_input = processor(images=[np.array(im) for im in batch], return_tensors="pt").pixel_values
             # The checker blacks out flagged images in place: give it throwaway stand-ins.

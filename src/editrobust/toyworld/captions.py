@@ -30,7 +30,7 @@ PROFESSION_WEIGHT = 1.0
 CONCEPT_WEIGHTS = np.array([PROFESSION_WEIGHT if c in PROFESSIONS else 1.0 for c in CONCEPTS])
 CONCEPT_WEIGHTS = CONCEPT_WEIGHTS / CONCEPT_WEIGHTS.sum()
 # Concepts the base world also shows in the anime style (a pre-trained model can draw some
-# things in a style before anyone fine-tunes it; see ARCHITECTURE.md).
+# things in a style before anyone fine-tunes it; docs/architecture.md, the toy world).
 BASE_STYLED = ("man", "woman", "tree", "toy")
 # What the style set (the anime fine-tuning set) shows.
 STYLE_SET_CONCEPTS = ("man", "woman", "person", "box", "tree", "tent", "toy", "water", "apple", "gift")
