@@ -41,11 +41,11 @@ def plugin_registries() -> dict[str, Registry]:
     """{config section: the registry of its plugins}."""
     from editrobust.editors import EDITORS
     from editrobust.finetune import FINETUNERS
-    from editrobust.scoring import SCORERS
     from editrobust.report import FIGURES
+    from editrobust.scoring import SCORERS
     from editrobust.tables import TABLES
 
-    return {"editors": EDITORS, "finetuners": FINETUNERS, "scorers": SCORERS, "tables": TABLES, "figures": FIGURES}
+    return {registry.section: registry for registry in (EDITORS, FINETUNERS, SCORERS, TABLES, FIGURES)}
 
 
 def _key_path(path) -> str:

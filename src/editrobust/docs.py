@@ -23,22 +23,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from editrobust.plugins import MISSING, Derived, Param, Registry
+from editrobust.plugins import MISSING, Derived, Param
 
 
-def sections() -> dict[str, tuple[Registry, Mapping[str, Param]]]:
-    """{README block name: (registry, the parameters every plugin of it takes)}."""
-    from editrobust.editors import EDITORS, Editor
-    from editrobust.finetune import FINETUNERS
-    from editrobust.finetune.method import COMMON as FINETUNE_COMMON
-    from editrobust.report import COMMON as FIGURE_COMMON
-    from editrobust.report import FIGURES
-    from editrobust.scoring import SCORERS, Scorer
-    from editrobust.tables import COMMON as TABLE_COMMON
-    from editrobust.tables import TABLES
-
-    return {"editors": (EDITORS, Editor.params), "finetuners": (FINETUNERS, FINETUNE_COMMON),
-            "scorers": (SCORERS, Scorer.params), "tables": (TABLES, TABLE_COMMON), "figures": (FIGURES, FIGURE_COMMON)}
 
 
 def type_text(schema: Mapping) -> str:
@@ -78,7 +65,10 @@ def params_table(params: Mapping[str, Param]) -> list[str]:
 def section_markdown(name: str) -> str:
     """The generated block of one README section: the keys every plugin takes, then each built-in
     plugin's own keys (those it adds, or whose default it changes)."""
-    registry, common = sections()[name]
+    from editrobust.config import plugin_registries
+
+    registry = plugin_registries()[name]
+    common = registry.base.params  # what every plugin of the section takes
     lines = []
     if common:
         lines += [f"Every entry of `{name}` takes:", "", *params_table(common), ""]
