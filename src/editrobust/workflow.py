@@ -200,12 +200,15 @@ class Rules:
         return canonical(self.config["quality_sets"][wildcards.quality_set]["reference"])
 
     # --- tables and figures -----------------------------------------------------------------------------
+    def _resolved(self, section: str, name: str, resolve) -> dict:
+        entries = self.section(section)
+        if name not in entries:
+            raise KeyError(f"no {section[:-1]} {name!r} in the config's {section} (defined: {', '.join(entries) or 'none'})")
+        return resolve(entries[name], self.config)
+
     def table_spec(self, name: str) -> dict:
         """The table's config slice (its kind's TableKind.resolve)."""
-        tables = self.section("tables")
-        if name not in tables:
-            raise KeyError(f"no table {name!r} in the config's tables (defined: {', '.join(tables) or 'none'})")
-        return resolve_table(tables[name], self.config)
+        return self._resolved("tables", name, resolve_table)
 
     def table_inputs(self, wildcards) -> list[str]:
         """Exactly the score (or quality) files this table reads."""
@@ -216,10 +219,7 @@ class Rules:
 
     def figure_spec(self, name: str) -> dict:
         """The figure's config slice (its kind's FigureKind.resolve)."""
-        figures = self.section("figures")
-        if name not in figures:
-            raise KeyError(f"no figure {name!r} in the config's figures (defined: {', '.join(figures) or 'none'})")
-        return resolve_figure(figures[name], self.config)
+        return self._resolved("figures", name, resolve_figure)
 
     def figure_inputs(self, wildcards) -> list[str]:
         return figure_input_paths(self.figure_spec(wildcards.figure))

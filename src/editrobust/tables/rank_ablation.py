@@ -21,10 +21,10 @@ from editrobust.metrics import avg_std
 from editrobust.plugins import Param
 from editrobust.variant_names import ed_ft
 
-from . import COMMON, NAME, NAME_LIST, TableKind, resample
+from . import COMMON, NAME, TableKind, resample
 from .layout import STD_ROW, TableRows
-from .refact import EditMeans, EditScores, group_order
-from .spec import CLUSTERS, EDIT_CLUSTERS, EDIT_DEFAULT_CLUSTER, ScoreKey, edit_groups, edits
+from .refact import EDIT_PARAMS, EditMeans, EditScores, group_order
+from .spec import ScoreKey, edit_groups, edits
 
 PERCENT = 100.0
 
@@ -74,14 +74,7 @@ class RankAblation(TableKind):
     name = "rank_ablation"
     params = {
         **COMMON,
-        "editors": Param(NAME_LIST, required=True,
-                         doc="the edits; `editors[i]` is evaluated on `promptsets[i]` (its own RoAD row). Edits are "
-                             "grouped by their RoAD type (appearance / role)"),
-        "promptsets": Param(NAME_LIST, required=True, doc="the promptset of each edit, paired by position"),
-        "scorer": Param(NAME, required=True, doc="a scorer with `metric` and `success` (RoAD promptsets)"),
-        "cluster": Param({"enum": [*EDIT_CLUSTERS, *CLUSTERS]}, EDIT_DEFAULT_CLUSTER,
-                         doc="`edit+<cluster>` resamples the edits, then that cluster within each drawn edit; `edit` "
-                             "the edits only; a plain cluster keeps the edits fixed (config/README.md, tables)"),
+        **EDIT_PARAMS,
         "ranks": Param({"type": "object", "minProperties": 1,
                         "additionalProperties": {"type": "object", "minProperties": 1,
                                                  "propertyNames": {"pattern": "^[0-9]+$"},

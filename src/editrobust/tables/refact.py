@@ -149,20 +149,26 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     return rows.frame()
 
 
+# The keys of the tables over ReFACT edits (refact, rank_ablation).
+EDIT_PARAMS = {
+    "editors": Param(NAME_LIST, required=True,
+                     doc="the edits; `editors[i]` is evaluated on `promptsets[i]` (its own RoAD row). Edits are "
+                         "grouped by their RoAD type (appearance / role)"),
+    "promptsets": Param(NAME_LIST, required=True, doc="the promptset of each edit, paired by position"),
+    "scorer": Param(NAME, required=True, doc="a scorer with `metric` and `success` (RoAD promptsets)"),
+    "cluster": Param({"enum": [*EDIT_CLUSTERS, *CLUSTERS]}, EDIT_DEFAULT_CLUSTER,
+                     doc="`edit+<cluster>` resamples the edits, then that cluster within each drawn edit; `edit` "
+                         "the edits only; a plain cluster keeps the edits fixed (config/README.md, tables)"),
+}
+
+
 class Refact(TableKind):
     """The study's Figure 3: ReFACT efficacy / generality / specificity of M, M_ed, M_ft, M_ed_ft per RoAD type."""
 
     name = "refact"
     params = {
         **COMMON,
-        "editors": Param(NAME_LIST, required=True,
-                         doc="the edits; `editors[i]` is evaluated on `promptsets[i]` (its own RoAD row). Edits are "
-                             "grouped by their RoAD type (appearance / role)"),
-        "promptsets": Param(NAME_LIST, required=True, doc="the promptset of each edit, paired by position"),
-        "scorer": Param(NAME, required=True, doc="a scorer with `metric` and `success` (RoAD promptsets)"),
-        "cluster": Param({"enum": [*EDIT_CLUSTERS, *CLUSTERS]}, EDIT_DEFAULT_CLUSTER,
-                         doc="`edit+<cluster>` resamples the edits, then that cluster within each drawn edit; `edit` "
-                             "the edits only; a plain cluster keeps the edits fixed (config/README.md, tables)"),
+        **EDIT_PARAMS,
         "finetuners": Param(NAMES, required=True, doc="names from `finetuners`, in column order"),
     }
     inputs = staticmethod(inputs)
