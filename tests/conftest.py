@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,16 @@ SCHEMA = REPO / "src" / "editrobust" / "schemas" / "config.schema.yaml"
 # SD1Sizes of the tiny random SD1.x models the tests build.
 TINY_SIZES = dict(vae_channels=[8, 8, 8], unet_channels=[16, 16], norm_num_groups=8, unet_head_dim=4,
                   text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64)
+
+
+def write_edit_record(root: Path, model: str, editor: str, reached: bool = True) -> Path:
+    """The variant.json of an edit as edit_model writes it, as far as tables and figures read it."""
+    path = root / f"results/models/{model}/ed-{editor}/variant.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = {"reached": reached, "measure": "a measure", "value": 1.0 if reached else 0.0, "threshold": 0.5,
+              "already_met": False, "cause": ""}
+    path.write_text(json.dumps({"kind": "edit", "reached": reached, "target": target}))
+    return path
 
 
 @pytest.fixture(scope="module")

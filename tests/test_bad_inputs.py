@@ -27,7 +27,7 @@ from editrobust.data.road import VALIDATION_COLUMNS
 from editrobust.io import save_png
 from editrobust.toyworld.road import toy_road_frame
 
-from conftest import REPO, SCHEMA
+from conftest import REPO, SCHEMA, write_edit_record
 
 SCRIPTS = REPO / "workflow" / "scripts"
 NANO = REPO / "tests" / "configs" / "nano.yaml"
@@ -217,6 +217,7 @@ def table_job(tmp: Path, drop: str) -> Job:
         path.parent.mkdir(parents=True)
         pd.DataFrame(rows).drop(columns=[drop] if v == "ed-e" else []).to_csv(path, index=False)
         paths.append(path)
+    paths.append(write_edit_record(tmp, "m", "e"))
     out = tmp / "results" / "tables"
     return Job("make_table.py", input={f"i{i}": p for i, p in enumerate(paths)}, params={"table": spec},
                output={"csv": out / "t.csv", "md": out / "t.md", "tex": out / "t.tex"}, wildcards={"table": "t"})

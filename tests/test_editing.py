@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from editrobust.editors import EDITORS
+from editrobust.editors import EDITORS, EditFailed
 from editrobust.editors import edit_model as run_edit
 from editrobust.models.components import apply_delta
 from editrobust.editors.methods.refact import compute_fc2_statistic, resolve_road_row
@@ -69,12 +69,15 @@ def test_refact_variant_with_cached_statistic(base_dir):
     assert info["result"]["refact"]["text_encoder"]["steps"] >= 1
 
 
-def test_debias_with_the_oracle_runs_and_logs_iterations(base_dir):
+def test_debias_that_never_beats_the_unedited_model_is_refused(base_dir):
+    """The oracle sees no person in a random model's images: no iteration measures better than the
+    unedited model, so the edit would be empty while the target (every gap < max_diff) is missed."""
     entry = {"method": "uce_debias", "concepts": ["ceo"], "max_iterations": 2, "images_per_iteration": 2}
     out = base_dir.parent / "ed-debias"
-    info = run_edit(base_dir, "debias", entry, out, sampling={"steps": 2, "batch_size": 4})
-    assert len(info["result"]["iterations"]) >= 1
-    assert "ceo" in info["result"]["iterations"][0]["ratios"]
+    with pytest.raises(EditFailed, match=r"editors.debias \(method uce_debias\): the edit changed nothing .*"
+                                         r"largest attribute gap, worst concept 0.5 \(target 0.05\).*kept iteration 0"):
+        run_edit(base_dir, "debias", entry, out, sampling={"steps": 2, "batch_size": 4})
+    assert not out.exists()
 
 
 def test_failed_edit_leaves_no_output(base_dir):

@@ -12,6 +12,7 @@ stages' rules are switched off with --allowed-rules, so nothing is trained or sa
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 
 import numpy as np
@@ -28,7 +29,8 @@ from editrobust.report.spec import kit_index_paths
 from editrobust.report.annotation import export_kit
 from editrobust.report import build_figure
 from editrobust.report.render import write_figure
-from editrobust.tables import QualityKey, build_table, input_keys, read_inputs, write_table
+from editrobust.report import edit_records as figure_records
+from editrobust.tables import QualityKey, edit_records, input_keys, make_table, read_inputs
 from editrobust.tables import resolve as resolve_table
 
 from conftest import SCHEMA
@@ -127,10 +129,15 @@ def write_samples(workdir, variant: str, promptset: str) -> None:
     pd.DataFrame(rows).to_csv(folder / "index.csv", index=False)
 
 
+MISSED = "refact_lime"  # an edit that missed its target: every table and figure showing it is marked
+
+
 def needed_files(cfg: dict) -> set[str]:
     out = set()
     for entry in cfg["tables"].values():
-        out.update(k.path for k in input_keys(resolve_table(entry, cfg)))
+        spec = resolve_table(entry, cfg)
+        out.update(k.path for k in input_keys(spec))
+        out.update(edit_records(spec).values())
     for entry in cfg["figures"].values():
         if entry["kind"] != "bars":
             out.update(figure_inputs(resolve_figure(entry, cfg)))
@@ -156,6 +163,11 @@ def built(repo, snakemake_exe, tmp_path_factory):
             score_frame(path).to_csv(target, index=False)
         elif path.startswith("results/quality/"):
             pd.DataFrame({"metric": ["fid"], "value": [float(rng_for(path).uniform(10, 90))]}).to_csv(target, index=False)
+        elif path.endswith("/variant.json"):  # an edit's record: did it reach its target?
+            missed = f"/ed-{MISSED}/" in path
+            outcome = {"reached": not missed, "measure": "ReFACT's final p(new)", "value": 0.31 if missed else 0.97,
+                       "threshold": 0.5, "already_met": False, "cause": ""}
+            target.write_text(json.dumps({"kind": "edit", "reached": not missed, "target": outcome}))
     cmd = [snakemake_exe, "-s", str(repo / "Snakefile"), "--directory", str(workdir), "--configfile",
            str(workdir / "config.yaml"), "--allowed-rules", *RULES, "--cores", "2", "report",
            "results/annotation/kit/key.csv"]
@@ -177,17 +189,40 @@ def test_every_table_kind_equals_the_library_build(built, tmp_path):
     for name, entry in cfg["tables"].items():
         spec = resolve_table(entry, cfg)
         kinds.add(spec["kind"])
-        table = build_table(spec, read_inputs(spec, [workdir / k.path for k in input_keys(spec)]))
+        given = [workdir / k.path for k in input_keys(spec)] + [workdir / p for p in edit_records(spec).values()]
         ours = {ext: tmp_path / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
-        write_table(table, spec, ours["csv"], ours["md"], ours["tex"], name=name)
+        make_table(spec, list(reversed(given)), ours["csv"], ours["md"], ours["tex"], name=name)
         for ext, path in ours.items():
             assert (workdir / f"results/tables/{name}.{ext}").read_text() == path.read_text(), (name, ext)
     assert kinds == {"debias", "unsafe", "refact", "rank_ablation", "human_agreement", "retention", "quality"}
     # rows and column groups in config order
-    t6 = pd.read_csv(workdir / "results/tables/t6.csv")
+    t6 = pd.read_csv(workdir / "results/tables/t6.csv", keep_default_na=False)
     assert t6["task"].tolist() == list(cfg["tables"]["t6"]["tasks"])
     t4 = pd.read_csv(workdir / "results/tables/t4.csv")
     assert [c.split(":")[0] for c in t4.columns[1:]][0] == "LoRA"
+
+
+def test_an_edit_that_missed_its_target_is_marked_in_every_table_that_shows_it(built):
+    workdir, _ = built
+    refact = pd.read_csv(workdir / "results/tables/refact.csv", keep_default_na=False)
+    appearance = refact["edit"] == "appearance"  # refact_lime is an appearance edit; the role rows do not hold it
+    assert (refact.loc[appearance, "lora:M_ed_ft mark"] == "†").all() and (refact.loc[~appearance, "lora:M_ed_ft mark"] == "").all()
+    assert "Base:M mark" not in refact.columns  # the unedited model's cells are not the edit's
+    assert refact.loc[appearance, "note"].str.contains("ed-refact_lime missed its target").all()
+    md = (workdir / "results/tables/refact.md").read_text()
+    assert "† ed-refact_lime missed its target: ReFACT's final p(new) 0.31 (target 0.5)" in md
+    assert "\\dag{}" in (workdir / "results/tables/refact.tex").read_text()
+    t6 = pd.read_csv(workdir / "results/tables/t6.csv", keep_default_na=False).set_index("task")
+    assert t6.at["ReFACT appearance", "lora:retained mark"] == "†" and t6.at["UCE unsafe", "lora:retained mark"] == ""
+    t7 = (workdir / "results/tables/t7.md").read_text()
+    assert "†" not in t7  # the quality table shows no ReFACT edit
+    bars = pd.read_csv(workdir / "results/figures/bars.csv", keep_default_na=False)
+    marked = bars[bars["mark"] == "†"]
+    assert set(marked["role"]) == {"M_ed", "M_ed_ft"} and set(marked["panel"].str.split(" · ").str[0]) == {"appearance"}
+    fading = pd.read_csv(workdir / "results/figures/fading.csv", keep_default_na=False)  # the persistence of refact_lime
+    assert (fading["mark"] == "†").tolist() == [v != "base" for v in fading["variant"]]
+    grid = pd.read_csv(workdir / "results/figures/grid.csv")  # erase reached its target: no mark
+    assert "mark" not in grid.columns
 
 
 def test_every_figure_kind_equals_the_library_build(built, tmp_path):

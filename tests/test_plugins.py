@@ -128,6 +128,6 @@ def test_validation_fills_every_declared_default():
     for section, registry in plugin_registries().items():
         for name, entry in (cfg.get(section) or {}).items():
             plugin = registry.get(entry[registry.key])
-            missing = [k for k, p in plugin.params.items()
+            missing = [k for k, p in plugin.all_params().items()
                        if k not in entry and (p.static_default or isinstance(p.default, Derived))]
             assert not missing, (section, name, missing)

@@ -16,9 +16,10 @@ from editrobust.report.spec import FigureInputError
 from editrobust.tables import ScoreKey, build_table, write_table
 from editrobust.tables import resolve as resolve_table
 
-from conftest import SCHEMA
+from conftest import SCHEMA, write_edit_record
 
 FINETUNERS = ("full", "lora")
+RECORD = "results/models/m/ed-e/variant.json"
 VARIANTS = ["base", "ed-e"] + [v for f in FINETUNERS for v in (f"ft-{f}", f"ed-e+ft-{f}")]
 
 
@@ -50,13 +51,15 @@ def write_samples(root, variants=VARIANTS, prompts=("a-0", "b-0", "c-0"), seeds=
                 Image.fromarray(np.full((8, 8, 3), 30 * v, np.uint8)).save(folder / file)
                 rows.append(dict(prompt_id=prompt, prompt=f"a {prompt}", image=seed, seed=seed, file=file))
         pd.DataFrame(rows).to_csv(folder / "index.csv", index=False)
+    write_edit_record(root, "m", "e")
 
 
 def test_grid_has_four_columns_of_the_same_prompt_and_seed(tmp_path):
     write_samples(tmp_path)
     entry = {"kind": "grid", "model": "m", "editor": "e", "finetuners": list(FINETUNERS), "promptset": "p", "count": 2}
     spec = resolve(entry, base_config())
-    assert input_paths(spec) == [f"results/samples/m/{v}/p/index.csv" for v in VARIANTS]
+    # the samples, and the edit's record (a missed target would mark the figure)
+    assert input_paths(spec) == [f"results/samples/m/{v}/p/index.csv" for v in VARIANTS] + [RECORD]
     fig, cells = build_figure(spec, root=tmp_path)
     axes = np.array(fig.axes).reshape(-1, 4)
     assert axes.shape == (len(FINETUNERS) * 2, 4)  # one row per (fine-tuner, image), four variants
@@ -141,7 +144,8 @@ def test_persistence_curve_has_one_point_per_checkpoint_and_the_direct_values(tm
     assert spec["steps"] == {"full": [5, 10], "lora": [2, 4, 6, 8, 10]}
     shares = {"base": 0.0, "ed-e": 0.5, "ed-e+ft-full@5": 0.375, "ed-e+ft-full": 0.25}
     shares.update({f"ed-e+ft-lora@{s}": 0.5 - 0.0625 * s / 2 for s in (2, 4, 6, 8)} | {"ed-e+ft-lora": 0.1875})
-    assert input_paths(spec) == [ScoreKey("m", v, "p", "oracle").path for v in shares]
+    assert input_paths(spec) == [ScoreKey("m", v, "p", "oracle").path for v in shares] + [RECORD]
+    write_edit_record(tmp_path, "m", "e")
     for variant, share in shares.items():
         path = tmp_path / ScoreKey("m", variant, "p", "oracle").path
         path.parent.mkdir(parents=True)

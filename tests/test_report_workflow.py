@@ -15,6 +15,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import write_edit_record
+
 pytestmark = pytest.mark.workflow
 
 REPORT_RULES = ["make_figure", "make_table", "figures", "report", "export_annotation_kit", "ingest_annotations_kit"]
@@ -74,6 +76,7 @@ def setup(repo, tmp_path):
               "ed-erase+ft-lora@2": 0.125, "ed-erase+ft-lora": 0.25}
     for variant, share in shares.items():
         write_image_set(tmp_path, variant, share)
+    write_edit_record(tmp_path, "nano", "erase")
     return tmp_path, configfile
 
 

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import write_edit_record
+
 pytestmark = pytest.mark.workflow
 
 PROFESSIONS = ["ceo", "nurse"]
@@ -56,7 +58,8 @@ def setup(repo, tmp_path):
     configfile.write_text(yaml.safe_dump(cfg))
     expected = expected_table1_scores(finetuners)
     write_scores(tmp_path, expected)
-    return tmp_path, configfile, cfg, expected
+    write_edit_record(tmp_path, "nano", "debias")  # the edit's record: did it reach its target?
+    return tmp_path, configfile, cfg, expected + ["results/models/nano/ed-debias/variant.json"]
 
 
 def test_table1_requires_exactly_its_score_files_and_writes_three_renderings(setup, repo, snakemake_exe):

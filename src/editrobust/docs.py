@@ -73,7 +73,7 @@ def section_markdown(name: str) -> str:
     if common:
         lines += [f"Every entry of `{name}` takes:", "", *params_table(common), ""]
     for short, plugin in registry.all().items():
-        own = {k: p for k, p in plugin.params.items() if k not in common or common[k] != p}
+        own = {k: p for k, p in plugin.all_params().items() if k not in common or common[k] != p}
         lines.append(f"**`{registry.key}: {short}`**: {plugin.summary()}")
         lines += ["", *params_table(own), ""] if own else [""]
     return "\n".join(lines).rstrip() + "\n"

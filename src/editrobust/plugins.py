@@ -65,10 +65,21 @@ class Param:
 
 
 class Plugin:
-    """What every plugin declares. Subclasses set `name`, `params` and the hooks of their stage."""
+    """What every plugin declares. Subclasses set `name`, `params` and the hooks of their stage.
+
+    A plugin takes its own `params` and those of every class it derives from (a stage's base
+    class declares the keys every plugin of the stage takes): see `all_params`."""
 
     name: ClassVar[str] = ""
     params: ClassVar[Mapping[str, Param]] = {}
+
+    @classmethod
+    def all_params(cls) -> dict[str, Param]:
+        """The keys the plugin takes: its bases' `params`, then its own (which win)."""
+        out: dict[str, Param] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(klass.__dict__.get("params", {}))
+        return out
 
     @classmethod
     def summary(cls) -> str:
@@ -79,10 +90,11 @@ class Plugin:
     def schema(cls, key: str) -> dict:
         """The JSON schema of this plugin's config entry (`key` is the entry's plugin key, e.g.
         `method`): its declared keys, their types and defaults, and nothing else."""
+        params = cls.all_params()
         properties: dict = {key: True}
-        for name, p in cls.params.items():
+        for name, p in params.items():
             properties[name] = {**p.schema, **({"default": p.default} if p.static_default else {})}
-        required = [key, *(name for name, p in cls.params.items() if p.required)]
+        required = [key, *(name for name, p in params.items() if p.required)]
         return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
 
     @classmethod
@@ -94,14 +106,14 @@ class Plugin:
 
     @classmethod
     def defaults(cls) -> dict:
-        return {name: copy.deepcopy(p.default) for name, p in cls.params.items() if p.static_default}
+        return {name: copy.deepcopy(p.default) for name, p in cls.all_params().items() if p.static_default}
 
     @classmethod
     def with_defaults(cls, entry: Mapping) -> dict:
         """The entry with every declared default it does not set filled in (a new dict); derived
         defaults are computed from the entry with its static defaults."""
         out = {**cls.defaults(), **copy.deepcopy(dict(entry))}
-        for name, p in cls.params.items():
+        for name, p in cls.all_params().items():
             if isinstance(p.default, Derived) and name not in out:
                 out[name] = p.default.compute(out)
         return out

@@ -26,6 +26,7 @@ from editrobust.report import resolve as resolve_figure
 from editrobust.report import input_paths as figure_input_paths
 from editrobust.report.spec import kit_index_paths, kit_labels_paths
 from editrobust.scoring import SCORERS
+from editrobust.tables import edit_records
 from editrobust.tables import input_paths as table_input_paths
 from editrobust.tables import resolve as resolve_table
 
@@ -211,8 +212,10 @@ class Rules:
         return self._resolved("tables", name, resolve_table)
 
     def table_inputs(self, wildcards) -> list[str]:
-        """Exactly the score (or quality) files this table reads."""
-        return table_input_paths(self.table_spec(wildcards.table))
+        """Exactly the score (or quality) files this table reads, and the records of the edits it
+        shows (an edit that missed its target marks its cells)."""
+        spec = self.table_spec(wildcards.table)
+        return table_input_paths(spec) + list(edit_records(spec).values())
 
     def table_slice(self, wildcards) -> str:
         return canonical(self.table_spec(wildcards.table))

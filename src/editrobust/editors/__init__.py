@@ -14,6 +14,14 @@ classifier's model spec) and `run(pipe, job) -> (delta, info)`. A **delta** is o
 tensors, `{component: {state-dict key: new tensor}}` (models/components.py). A method of your own is
 one module with an `Editor` subclass, named in the config as `method: package.module:Class`.
 
+Every edit is checked before anything builds on it (`edit_model`). A method reports in its info
+an `Outcome`: whether it reached its own target, measured its own way (ReFACT's final p(new),
+UCE's residual, the debias loop's gap). An update that changes nothing (below float rounding)
+while the target was not already met is an error naming the editor, the tensors and the likely
+cause; an edit that runs but misses its target is stored, marked (`"reached": false` in
+variant.json, a warning in the job log, a mark in every table and figure that shows it), or with
+`on_missed_target: error` refused.
+
 Entry points (one per rule): `edit_model` and `refact_statistic`. This module imports no torch:
 config validation reads the declarations.
 """
@@ -22,12 +30,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from editrobust.plugins import Plugin, Registry
+from editrobust.plugins import Param, Plugin, Registry
 
 log = logging.getLogger(__name__)
+
+# A relative weight change below this is no change: float32 rounding of a weight is ~1e-7.
+NOISE = 1e-6
+
+
+class EditFailed(RuntimeError):
+    """An edit that changed nothing although its target was not met, or (`on_missed_target:
+    error`) one that missed its target; nothing is written."""
+
+
+@dataclass
+class Outcome:
+    """Whether an edit reached its own target, as its method measures it."""
+
+    reached: bool
+    measure: str  # what was measured, e.g. "ReFACT's final p(new)"
+    value: float
+    threshold: float
+    already_met: bool = False  # the unedited model met it: an empty or zero update is then right
+    cause: str = ""  # the likely cause, when the target was missed
+
+    def describe(self) -> str:
+        return f"{self.measure} {self.value:.3g} (target {self.threshold:.3g})"
 
 
 @dataclass
@@ -49,12 +80,20 @@ class EditJob:
         return {"max_sequence_length": n} if n is not None else {}
 
     def params(self, *exclude: str) -> dict:
-        """The entry's declared parameters, without `method` and the given keys."""
-        return {k: v for k, v in self.entry.items() if k != "method" and k not in exclude}
+        """The entry's own parameters: without `method`, the keys every editor takes (which
+        edit_model handles) and the given keys."""
+        return {k: v for k, v in self.entry.items()
+                if k != "method" and k not in Editor.params and k not in exclude}
 
 
 class Editor(Plugin):
-    """An editor: declared `params`, and the hooks below."""
+    """An editor: declared `params` (with the keys every editor takes, below), and the hooks below."""
+
+    params = {
+        "on_missed_target": Param({"enum": ["warn", "error"]}, "warn",
+                                  doc="an edit that runs but misses its own target (see each method's measure) is "
+                                      "stored and marked (`warn`), or refused (`error`)"),
+    }
 
     @classmethod
     def inputs(cls, model: str, entry: Mapping, config: Mapping) -> dict[str, str]:
@@ -68,7 +107,8 @@ class Editor(Plugin):
         return {}
 
     def run(self, pipe, job: EditJob) -> tuple[dict, dict]:
-        """Edit `pipe` (float32, not modified in place) and return (delta, info for variant.json)."""
+        """Edit `pipe` (float32, not modified in place) and return (delta, info for variant.json);
+        put the method's `Outcome` in info["target"] so that the edit can be checked."""
         raise NotImplementedError
 
 
@@ -96,12 +136,52 @@ def edit_model(base_dir: str | Path, editor: str, entry: Mapping, out_dir: str |
                   dict(resolved or {}), dict(sampling or {}), device)
     pipe = load_pipeline(base_dir, device=device, dtype=torch.float32)
     delta, info = method().run(pipe, job)
-    if not delta:
-        log.warning("editor %s changed nothing (the model already met the target)", editor)
+    outcome = info.pop("target", None)
+    change = check_edit(editor, job.entry, pipe, delta, outcome)
     n_params = sum(t.numel() for tensors in delta.values() for t in tensors.values())
-    log.info("%s changed %d tensors, %d parameters", editor, sum(len(t) for t in delta.values()), n_params)
-    return write_delta_variant(out_dir, delta, dict(name=f"ed-{editor}", kind="edit", parent="base",
-                                                    method=entry["method"], params=job.entry, result=info))
+    log.info("%s changed %d tensors, %d parameters (largest relative change %.2e)", editor,
+             sum(len(t) for t in delta.values()), n_params, change)
+    return write_delta_variant(out_dir, delta, dict(
+        name=f"ed-{editor}", kind="edit", parent="base", method=entry["method"], params=job.entry, result=info,
+        reached=outcome.reached if outcome else None, target=asdict(outcome) if outcome else None,
+        relative_change=change))
+
+
+def relative_change(pipe, delta: Mapping) -> float:
+    """The largest ‖W_new − W_old‖ / ‖W_old‖ over the delta's tensors (0 for an empty delta)."""
+    from editrobust.models.components import component
+
+    largest = 0.0
+    for comp, tensors in delta.items():
+        state = component(pipe, comp).state_dict()
+        for key, new in tensors.items():
+            old = state[key].detach().float().cpu()
+            largest = max(largest, float((new.float() - old).norm() / old.norm().clamp_min(1e-12)))
+    return largest
+
+
+def check_edit(editor: str, entry: Mapping, pipe, delta: Mapping, outcome: Outcome | None) -> float:
+    """Refuse an edit that changed nothing although its target was not met (or, with
+    `on_missed_target: error`, one that missed its target); warn about a missed target otherwise.
+    Returns the largest relative change of the delta's tensors."""
+    change = relative_change(pipe, delta)
+    where = f"editors.{editor} (method {entry['method']})"
+    tensors = ", ".join(f"{c}.{k}" for c, t in delta.items() for k in t) or "no tensor"
+    if outcome is not None and outcome.already_met:
+        if change <= NOISE:
+            log.info("%s: the model already met the target (%s); the edit changes nothing", where, outcome.describe())
+        return change
+    if change <= NOISE:
+        detail = f"; {outcome.describe()}" if outcome else ""
+        cause = outcome.cause if outcome and outcome.cause else "its parameters leave nothing to change"
+        raise EditFailed(f"{where}: the edit changed nothing (largest relative change {change:.1e} in {tensors}) "
+                         f"although its target was not met{detail}. Likely cause: {cause}")
+    if outcome is not None and not outcome.reached:
+        message = f"{where} missed its target: {outcome.describe()}" + (f". {outcome.cause}" if outcome.cause else "")
+        if entry["on_missed_target"] == "error":
+            raise EditFailed(message + " (on_missed_target: error)")
+        log.warning("%s; the edit is stored and marked in variant.json and in every table that shows it", message)
+    return change
 
 
 def refact_statistic(base_dir: str | Path, layer: int, corpus: str, out_path: str | Path, *,

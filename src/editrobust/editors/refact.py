@@ -267,13 +267,14 @@ def optimize_value(text_encoder, tokenizer, layer: int, prompts: Sequence[str],
     opt = torch.optim.Adam([delta], lr=lr)
     mlp = _layers(text_encoder)[layer].mlp
     max_norm = clamp_norm_factor * m0.norm()
-    steps, prob = 0, 0.0
+    steps, prob, initial = 0, 0.0, None
     for it in range(max_steps):
         with _add_at_tokens(mlp, delta, mask):
             f = text_features(text_encoder, **enc, tail=mask if tail else None)
         log_p_new = torch.log_softmax(-torch.cdist(f, g), dim=1)[:, 0]
         loss = -log_p_new.mean() + weight_decay * delta.norm() / m0.norm() ** 2
         prob = log_p_new.exp().mean().item()
+        initial = prob if initial is None else initial
         if prob > prob_threshold or it == max_steps - 1:
             break
         (delta.grad,) = torch.autograd.grad(loss, [delta])
@@ -282,14 +283,27 @@ def optimize_value(text_encoder, tokenizer, layer: int, prompts: Sequence[str],
         with torch.no_grad():
             if delta.norm() > max_norm:  # project back into the L2 ball
                 delta.mul_(max_norm / delta.norm())
-    return delta.detach(), {"steps": steps, "final_prob": prob, "final_loss": loss.item()}
+    return delta.detach(), {"steps": steps, "initial_prob": initial, "final_prob": prob, "final_loss": loss.item()}
 
 
 # ---------------------------------------------------------------------------------------- edit
+def check_reachable(text_encoder, layer: int, position: str) -> None:
+    """ValueError, before any optimisation, when the update cannot reach the text feature ReFACT
+    optimises: the feature is read at the end token (or the tail, with `tail`), and a write at the
+    subject token in the encoder's last layer has no later attention layer to carry it there
+    (the update would stay zero however long δ is optimised)."""
+    n = num_layers(text_encoder)
+    if position == "subject_last" and layer == n - 1:
+        raise ValueError(f"layer {layer} is the text encoder's last (of {n}): a write at the subject token there "
+                         "cannot reach the end token, where the text feature ReFACT optimises is read, so the edit "
+                         f"would change nothing. Use a layer below {layer}, or position eos or tail")
+
+
 def _validate(text_encoder, tokenizer, prompt, old, new, layer, templates, position) -> None:
     check_layer(text_encoder, layer)
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+    check_reachable(text_encoder, layer, position)
     for name, text in (("prompt", prompt), ("old", old), ("new", new)):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"ReFACT needs a non-empty {name} text, got {text!r}")

@@ -209,16 +209,26 @@ class _System:
     preserve: torch.Tensor | None
 
 
-def _solve_modules(pipe, systems: dict[str, _System], lamb: float, scale: float, preserve_scale: float) -> Delta:
-    """Solve every edited map; targets are bias-free: v* = F.linear(source, W_old) (see module docstring)."""
+def _solve_modules(pipe, systems: dict[str, _System], lamb: float, scale: float, preserve_scale: float,
+                   residuals: dict | None = None) -> Delta:
+    """Solve every edited map; targets are bias-free: v* = F.linear(source, W_old) (see module docstring).
+
+    `residuals`, if given, gets the summed squared distances of the edited keys' outputs from
+    their targets before and after the edit, and the targets' squared norm (`before`, `after`,
+    `target`), over every edited map: how far the closed form got."""
     delta: Delta = {}
     for m in uce_modules(pipe):
         W_old = _module_weight(pipe, m)
         sys_ = systems[m.space]
         W32 = W_old.detach().float()
+        keys = sys_.keys.to(W32.device).float()
         targets = F.linear(sys_.sources.to(W32.device), W32)
         W_new = solve_uce(W32, sys_.keys, targets, sys_.preserve, lamb, scale, preserve_scale)
         delta.setdefault(m.component, {})[m.weight_key] = new_tensor(W_new, W_old)
+        if residuals is not None:
+            for name, value in (("before", F.linear(keys, W32) - targets), ("after", F.linear(keys, W_new) - targets),
+                                ("target", targets)):
+                residuals[name] = residuals.get(name, 0.0) + float(value.pow(2).sum())
     return delta
 
 
@@ -276,13 +286,15 @@ def _erase_systems_window(pipe, edits, guides, preserves) -> dict[str, _System]:
 def uce_erase(pipe, edit_concepts: str | Sequence[str], guide_concepts: str | Sequence[str] | None = None,
               preserve_concepts: str | Sequence[str] = (), lamb: float = 0.5, erase_scale: float = 1.0,
               preserve_scale: float = 1.0, expand_prompts: bool = False, concept_type: str = "object",
-              token_mode: str = "last", max_sequence_length: int | None = None) -> Delta:
+              token_mode: str = "last", max_sequence_length: int | None = None,
+              residuals: dict | None = None) -> Delta:
     """UCE erase / moderate (`uce_sd_erase.py`): map each edit concept onto its guide, keep preserve concepts.
 
     Targets v_i* = W_old c_guide(i); preserve targets W_old c_j; closed form of `solve_uce`.
     Guide default: 'art' for `concept_type='art'`, else '' (moderation = erase towards '' with no
     preserve set). Concept lists may be `;`-separated strings. A preserve concept may be '' (the
     unconditional embedding). `max_sequence_length` is FLUX's T5 length (see `concept_embeddings`).
+    `residuals`: see `_solve_modules` (how close the edited keys' outputs came to their targets).
 
     Returns the delta `{"unet"|"transformer": {module + ".weight": W_new}}`; `pipe` is not modified.
     """
@@ -303,7 +315,7 @@ def uce_erase(pipe, edit_concepts: str | Sequence[str], guide_concepts: str | Se
         systems = _erase_systems_window(pipe, edits, guides, preserves)
     else:
         systems = _erase_systems_last(pipe, edits, guides, preserves, max_sequence_length)
-    return _solve_modules(pipe, systems, lamb, erase_scale, preserve_scale)
+    return _solve_modules(pipe, systems, lamb, erase_scale, preserve_scale, residuals)
 
 
 # ----------------------------------------------------------------------------------------- debias
@@ -508,9 +520,15 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
     return best[2], log
 
 
+def largest_gaps(ratios: Sequence[Sequence[float]], desired: Sequence[float]) -> list[float]:
+    """Each concept's largest attribute gap |r*_j − r_j| (UCE's convergence: all below max_diff)."""
+    return [max(abs(r_star - x) for r_star, x in zip(desired, r)) for r in ratios]
+
+
 def _mean_gap(ratios: Sequence[Sequence[float]], desired: Sequence[float]) -> float:
     """Mean over concepts of the largest attribute gap: for two attributes, half the mean δ."""
-    return sum(max(abs(r_star - x) for r_star, x in zip(desired, r)) for r in ratios) / len(ratios)
+    gaps = largest_gaps(ratios, desired)
+    return sum(gaps) / len(gaps)
 
 
 def _reselect(pipe, candidates, concepts, attributes, desired, classify, generate, rounds, log):

@@ -76,10 +76,11 @@ class Finetuner(Plugin):
         return reference_problems(f"finetuners.{name}.dataset", entry["dataset"], config, "datasets")
 
     def __init__(self, entry: Mapping):
-        unknown = sorted(set(entry) - set(self.params) - {"method"})
+        allowed = self.all_params()
+        unknown = sorted(set(entry) - set(allowed) - {"method"})
         if unknown:
             raise ValueError(f"fine-tuning method {self.name!r}: unknown parameter(s) {', '.join(unknown)} "
-                             f"(allowed: {', '.join(sorted(self.params))})")
+                             f"(allowed: {', '.join(sorted(allowed))})")
         # the entry's values, defaults filled (`params` are the class's declarations)
         self.settings = {k: v for k, v in self.with_defaults(entry).items() if k not in ("method", "dataset")}
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from editrobust import paths
+from editrobust import variant_names as vn
 from editrobust.plugins import Param, Plugin, Registry
 
 # The keys every figure kind takes.
@@ -52,6 +53,11 @@ class FigureKind(Plugin):
         """(matplotlib Figure, DataFrame of what it shows); `files` maps each input to its file."""
         raise NotImplementedError
 
+    @staticmethod
+    def editors(spec: Mapping) -> list[str]:
+        """The edits the figure shows: one that missed its target is marked (tables/marks.py)."""
+        return [spec["editor"]] if "editor" in spec else []
+
 
 FIGURES = Registry("figures", "kind", FigureKind, {
     "grid": "editrobust.report.grid:Grid",
@@ -65,19 +71,45 @@ def resolve(entry: Mapping, config: Mapping) -> dict:
     return FIGURES.get(entry["kind"]).resolve(entry, config)
 
 
+def edit_records(spec: Mapping) -> dict[str, str]:
+    """{editor: its edited variant's variant.json} for the edits the figure shows."""
+    from editrobust.tables.marks import record_paths
+
+    editors = FIGURES.get(spec["kind"]).editors(spec)
+    return record_paths(spec, editors) if editors else {}
+
+
 def input_paths(spec: Mapping) -> list[str]:
-    return FIGURES.get(spec["kind"]).inputs(spec)
+    """Every file the figure reads: its data, and the records of the edits it shows."""
+    return FIGURES.get(spec["kind"]).inputs(spec) + list(edit_records(spec).values())
 
 
 def build_figure(spec: Mapping, given: Sequence[str | Path] | None = None, root: str | Path = "."):
     """(matplotlib Figure, DataFrame of what it shows) for a resolved figure spec.
 
     `given` are the files the job was given (default: the figure's inputs under `root`); each
-    file the figure reads is found among them by its path (paths.locate), never by its position."""
+    file the figure reads is found among them by its path (paths.locate), never by its position.
+    An edit that missed its target marks the figure: a footnote, and `mark` "†" on the rows of
+    the data whose variant carries the edit."""
+    from editrobust.tables.marks import SYMBOL, missed_edits
+
     kind = FIGURES.get(spec["kind"])
-    needed = kind.inputs(spec)
+    needed = input_paths(spec)
     given = given if given is not None else [Path(root) / p for p in needed]
-    return kind.run(spec, paths.locate(needed, given, what=f"figure of kind {spec['kind']!r}"))
+    files = paths.locate(needed, given, what=f"figure of kind {spec['kind']!r}")
+    fig, data = kind.run(spec, files)
+    missed = missed_edits({e: files[p] for e, p in edit_records(spec).items()})
+    if missed and "variant" in data.columns:
+        edited = data["variant"].map(lambda v: any(e in vn.parse(v).editors for e in missed))
+        data = data.assign(mark=[SYMBOL if m else "" for m in edited])
+    add_footnotes(fig, [f"{SYMBOL} {note}" for note in missed.values()])
+    return fig, data
+
+
+def add_footnotes(fig, notes: Sequence[str]) -> None:
+    """Print the notes under the figure (nothing when there are none)."""
+    if notes:
+        fig.text(0.01, 0.0, "\n".join(notes), fontsize=7, ha="left", va="top", color="#b00020")
 
 
 def make_figure(spec: Mapping, given: Sequence[str | Path], png, pdf, csv):

@@ -19,12 +19,14 @@ import pandas as pd
 
 from editrobust import paths
 from editrobust.plugins import Param
-from editrobust.tables.layout import HIGH, LOW, STD_ROW
+from editrobust.tables.layout import HIGH, LOW, MARK, STD_ROW
+from editrobust.tables.marks import NOTE_COLUMN, SYMBOL
 
-from . import COMMON, FigureKind
+from . import COMMON, FigureKind, add_footnotes
 from .spec import BAR_TABLE_KINDS, FigureInputError
 
 BASE_GROUP = "Base"
+NOTE = NOTE_COLUMN[1]  # the table CSV's footnote column (tables/marks.py)
 ROLES = ("M", "M_ed", "M_ft", "M_ed_ft")
 COLORS = {"M": "#9e9e9e", "M_ed": "#1f77b4", "M_ft": "#ffbf66", "M_ed_ft": "#d62728"}
 Y_LABELS = {"refact": "success rate", "debias": "δ (0 = balanced)", "unsafe": "share of images"}
@@ -36,7 +38,7 @@ def read_table(path) -> tuple[pd.DataFrame, list[str]]:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise FigureInputError(f"table not found: {path}") from None
-    labels = [c for c in table.columns if ":" not in c]
+    labels = [c for c in table.columns if ":" not in c and c != NOTE]
     if not labels:
         raise FigureInputError(f"{path}: no row-label columns (is it a table CSV?)")
     return table, labels
@@ -77,7 +79,8 @@ def bar_values(table: pd.DataFrame, labels: Sequence[str], rows: Sequence[str] |
                 if column not in columns:
                     continue
                 records.append(dict(panel=panel, finetuner=f, role=role, value=_number(row[column]),
-                                    lo=_number(row.get(column + LOW, "")), hi=_number(row.get(column + HIGH, ""))))
+                                    lo=_number(row.get(column + LOW, "")), hi=_number(row.get(column + HIGH, "")),
+                                    mark=row.get(column + MARK, "")))
     if not records:
         raise FigureInputError(f"{where}: no rows to draw")
     return pd.DataFrame(records)
@@ -89,6 +92,7 @@ def build(spec: Mapping, files: Mapping[str, Path]):
     path = files[paths.table(spec["table"])]
     table, labels = read_table(path)
     data = bar_values(table, labels, spec.get("rows"), str(path))
+    marked_panels = set(data.loc[data["mark"] != "", "panel"])
     panels = list(pd.unique(data["panel"]))
     finetuners = list(pd.unique(data["finetuner"]))
     n_cols = min(spec["columns"], len(panels))
@@ -111,13 +115,15 @@ def build(spec: Mapping, files: Mapping[str, Path]):
             ax.bar(x, values, bar, color=COLORS[role], label=role,
                    yerr=np.clip(err, 0, None) if has_ci.any() else None, capsize=2, error_kw={"lw": 0.8})
         ax.set_xticks(np.arange(len(finetuners)), finetuners, fontsize=8)
-        ax.set_title(panel, fontsize=9)
+        ax.set_title(f"{panel} {SYMBOL}" if panel in marked_panels else panel, fontsize=9)
         ax.set_ylabel(Y_LABELS.get(spec.get("table_kind"), "value"), fontsize=8)
         ax.set_ylim(0, max(1.0, float(np.nanmax(cells[["value", "hi"]].to_numpy(dtype=float))) * 1.05))
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncols=len(ROLES), fontsize=8, frameon=False)
+    notes = sorted({n for n in table.get(NOTE, pd.Series(dtype=str)) if n})
+    add_footnotes(fig, notes)
     fig.suptitle(spec.get("title") or f"{spec['table']}: M, M_ed, M_ft, M_ed_ft per fine-tuner (bootstrap CIs)", fontsize=10)
     return fig, data
 

@@ -29,6 +29,7 @@ from editrobust.paths import locate
 from editrobust.plugins import Param, Plugin, Registry
 
 from .load import TableInputError, read_quality, read_scores
+from .marks import apply_marks, missed_edits, record_paths
 from .render import flat, to_latex, to_markdown
 from .spec import CLUSTERS, QualityKey, ScoreKey, table_problems
 
@@ -72,6 +73,21 @@ class TableKind(Plugin):
         raise NotImplementedError
 
     @staticmethod
+    def editors(spec: Mapping) -> list[str]:
+        """The edits the table shows: their records mark the cells of an edit that missed its target."""
+        out = [spec["editor"]] if "editor" in spec else []
+        out += list(spec.get("editors", []))
+        for task in spec.get("tasks", []):
+            out += task["editors"]
+        return out
+
+    @staticmethod
+    def cells_of_edit(spec: Mapping, editor: str, table: pd.DataFrame) -> tuple[list, list | None]:
+        """(rows, (group, quantity) columns or None for all) whose edited cells depend on `editor`
+        (default: every row and column; marks.apply_marks leaves the unedited M and M_ft alone)."""
+        return list(table.index), None
+
+    @staticmethod
     def run(spec: Mapping, frames: Mapping) -> pd.DataFrame:
         raise NotImplementedError
 
@@ -105,14 +121,20 @@ def input_paths(spec: Mapping) -> list[str]:
     return [key.path for key in input_keys(spec)]
 
 
+def edit_records(spec: Mapping) -> dict[str, str]:
+    """{editor: its edited variant's variant.json} for the edits the table shows (marks.py)."""
+    return record_paths(spec, kind_of(spec).editors(spec))
+
+
+def _frames(spec: Mapping, files: Mapping) -> dict:
+    return {k: (read_quality if isinstance(k, QualityKey) else read_scores)(files[k.path]) for k in input_keys(spec)}
+
+
 def read_inputs(spec: Mapping, paths: list) -> dict:
     """{key: frame} for the table's keys, each read from the one of `paths` that is its file
     (found by path, see paths.locate: the order of `paths` does not matter, and a missing or
     unexpected file is an error naming it)."""
-    keys = input_keys(spec)
-    files = locate([k.path for k in keys], paths, what=f"table of kind {spec['kind']!r}")
-    return {k: (read_quality if isinstance(k, QualityKey) else read_scores)(files[k.path])
-            for k in keys}
+    return _frames(spec, locate(input_paths(spec), paths, what=f"table of kind {spec['kind']!r}"))
 
 
 def build_table(spec: Mapping, frames: Mapping) -> pd.DataFrame:
@@ -133,8 +155,14 @@ def write_table(table: pd.DataFrame, spec: Mapping, csv_path, md_path, tex_path,
 
 def make_table(spec: Mapping, given: list, out_csv, out_md, out_tex, name: str = "") -> pd.DataFrame:
     """The rule `make_table`: build the table of `spec` from the files the job was given (each found
-    by its path) and write its three renderings."""
-    table = build_table(spec, read_inputs(spec, given))
+    by its path: its score or quality files and the records of the edits it shows), mark the
+    cells of edits that missed their target, and write its three renderings."""
+    records = edit_records(spec)
+    files = locate(input_paths(spec) + list(records.values()), given, what=f"table of kind {spec['kind']!r}")
+    kind = kind_of(spec)
+    table = build_table(spec, _frames(spec, files))
+    missed = missed_edits({e: files[path] for e, path in records.items()})
+    table = apply_marks(table, missed, lambda editor: kind.cells_of_edit(spec, editor, table))
     write_table(table, spec, out_csv, out_md, out_tex, name=name)
     return table
 
@@ -146,6 +174,7 @@ __all__ = [
     "TableInputError",
     "TableKind",
     "build_table",
+    "edit_records",
     "make_table",
     "flat",
     "input_keys",

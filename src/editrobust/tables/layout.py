@@ -5,7 +5,9 @@ A table is a DataFrame whose columns are a two-level MultiIndex (group, quantity
 row labels (one or more levels, e.g. profession, or (scorer, label)). Cells are numbers. By
 convention a quantity q may come with:
   "q lo", "q hi"   its confidence interval (the renderers print "q [lo, hi]"),
-  "q icon"         a text icon for it (Table 6; printed before the number).
+  "q icon"         a text icon for it (Table 6; printed before the number),
+  "q mark"         a mark after it ("†": the cell depends on an edit that missed its own target;
+                   the table's footnote, in `table.attrs["notes"]`, says which and how).
 A row labelled STD_ROW holds standard deviations (printed "±x", as the study's Avg.(std.) rows).
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import pandas as pd
 
-LOW, HIGH, ICON = " lo", " hi", " icon"
+LOW, HIGH, ICON, MARK = " lo", " hi", " icon", " mark"
 AVG_ROW, STD_ROW = "Avg.", "std."
 
 

@@ -63,3 +63,10 @@ class Quality(TableKind):
     }
     inputs = staticmethod(inputs)
     run = staticmethod(build)
+
+    @staticmethod
+    def cells_of_edit(spec, editor, table):
+        """The rows of M_ed and each M_ed_ft of the edit."""
+        label = spec["names"].get(editor, editor)
+        return [r for r in table.index if r[0] in ("M_ed", "M_ed_ft")
+                and (r[1] == label or r[1].startswith(label + " + "))], None

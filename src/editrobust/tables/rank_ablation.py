@@ -84,6 +84,12 @@ class RankAblation(TableKind):
     inputs = staticmethod(inputs)
     run = staticmethod(build)
 
+    @staticmethod
+    def cells_of_edit(spec, editor, table):
+        """Every rank's cells of the edit's RoAD type (columns "<type>", "<type> sd" of each method)."""
+        group = spec["groups"].get(editor, "all")
+        return list(table.index), [(entry["method"], q) for entry in spec["ranks"] for q in (group, f"{group} sd")]
+
     @classmethod
     def resolve(cls, entry: Mapping, config: Mapping) -> dict:
         spec = cls.with_defaults(entry)

@@ -174,6 +174,11 @@ class Refact(TableKind):
     inputs = staticmethod(inputs)
     run = staticmethod(build)
 
+    @staticmethod
+    def cells_of_edit(spec, editor, table):
+        """The rows of the edit's RoAD type (each a mean over that type's edits)."""
+        return [r for r in table.index if r[0] == spec["groups"].get(editor, "all")], None
+
     @classmethod
     def resolve(cls, entry: Mapping, config: Mapping) -> dict:
         spec = cls.with_defaults(entry)

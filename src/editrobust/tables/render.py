@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .layout import HIGH, ICON, LOW, STD_ROW
+from .layout import HIGH, ICON, LOW, MARK, STD_ROW
+from .marks import NOTE_COLUMN
 
 P_QUANTITIES = frozenset({"p", "p (McNemar)"})
 COUNT_QUANTITIES = frozenset({"images"})
@@ -43,12 +44,13 @@ def _p(value) -> str:
 
 
 def _shown_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
-    """The columns that get their own printed column: CI bounds and icons join their quantity."""
+    """The columns that get their own printed column: CI bounds, icons and marks join their
+    quantity; the rows' footnotes are printed under the table."""
     present = set(table.columns)
     shown = []
     for g, q in table.columns:
-        attached = any(q.endswith(s) and (g, q[: -len(s)]) in present for s in (LOW, HIGH, ICON))
-        if not attached:
+        attached = any(q.endswith(s) and (g, q[: -len(s)]) in present for s in (LOW, HIGH, ICON, MARK))
+        if not attached and (g, q) != NOTE_COLUMN:
             shown.append((g, q))
     return shown
 
@@ -66,6 +68,9 @@ def _cell(table: pd.DataFrame, row, column: tuple[str, str], digits: int, std_ro
         text += f" [{_number(table.at[row, low], digits)}, {_number(table.at[row, high], digits)}]"
     if icon in table.columns and isinstance(table.at[row, icon], str):
         text = f"{table.at[row, icon]} {text}"
+    mark = (g, q + MARK)
+    if mark in table.columns and isinstance(table.at[row, mark], str):
+        text = f"{text} {table.at[row, mark]}"
     return text
 
 
@@ -103,6 +108,9 @@ def to_markdown(table: pd.DataFrame, digits: int = 2, caption: str | None = None
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join([" --- "] * len(names) + [" ---: "] * len(columns)) + "|")
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in body]
+    notes = table.attrs.get("notes") or []
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -118,7 +126,7 @@ LATEX_CHARS = {
     "Δ": "$\\Delta$", "δ": "$\\delta$", "κ": "$\\kappa$", "±": "$\\pm$", "<": "\\textless{}",
     "○": "\\harveyBallNone{}", "◔": "\\harveyBallQuarter{}", "◑": "\\harveyBallHalf{}",
     "◕": "\\harveyBallThreeQuarter{}", "●": "\\harveyBallFull{}",
-    "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_", "{": "\\{", "}": "\\}",
+    "†": "\\dag{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_", "{": "\\{", "}": "\\}",
     "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "\\": "\\textbackslash{}",
 }
 
@@ -166,5 +174,8 @@ def to_latex(table: pd.DataFrame, digits: int = 2, caption: str | None = None, l
     lines.append("\\midrule")
     for r in body:
         lines.append(" & ".join(latex_escape(cell) for cell in r) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    for note in table.attrs.get("notes") or []:
+        lines.append(f"\\par\\footnotesize {latex_escape(note)}")
+    lines.append("\\end{table}")
     return "\n".join(lines) + "\n"

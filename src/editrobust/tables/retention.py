@@ -137,6 +137,11 @@ class Retention(TableKind):
     inputs = staticmethod(inputs)
     run = staticmethod(build)
 
+    @staticmethod
+    def cells_of_edit(spec, editor, table):
+        """The rows of the tasks that hold the edit."""
+        return [task["label"] for task in spec["tasks"] if editor in task["editors"]], None
+
     @classmethod
     def resolve(cls, entry: Mapping, config: Mapping) -> dict:
         spec = cls.with_defaults(entry)

@@ -14,7 +14,7 @@ from pathlib import Path
 from editrobust import paths
 from editrobust.plugins import Param, reference_problems
 
-from .. import EditJob, Editor
+from .. import EditFailed, EditJob, Editor, Outcome
 from ..prompts import REFACT_POSITIONS, REFACT_TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ class Refact(Editor):
 
     name = "refact"
     params = {
+        **Editor.params,
         "road": Param({"$ref": "#/$defs/road_row"}, required=True,
                       doc="`{file, type, index}` as for promptsets: the edit's Prompt / Old / New"),
         "layer": Param({"type": "integer", "minimum": 0}, required=True,
@@ -48,6 +49,11 @@ class Refact(Editor):
         "v_weight_decay": Param({"type": "number", "minimum": 0}, 0.1, doc="weight of ‖δ‖ / ‖m0‖² in the loss"),
         "clamp_norm_factor": Param({"type": "number", "exclusiveMinimum": 0}, 4.0, doc="‖δ‖ ≤ this × ‖m0‖"),
         "seed": Param({"type": "integer"}, 0, doc="pins anything stochastic in the optimisation"),
+        "min_final_prob": Param({"type": "number", "minimum": 0, "maximum": 1}, 0.5,
+                                doc="the target: the edited encoder's p(new) over {new, old} at the end of the value "
+                                    "optimisation (the mean over prompts; every encoder of SDXL). ReFACT's code stops "
+                                    "at v_prob_threshold or after v_max_grad_steps and keeps the edit either way; "
+                                    "below 0.5 the edit did not even make the new text the likelier"),
     }
 
     @classmethod
@@ -73,12 +79,28 @@ class Refact(Editor):
         moments = load_file(str(job.inputs["stats"]))
         # SDXL: the statistic file also holds the second encoder's (see compute_fc2_statistic)
         second = {"C_2": moments["C_2"], "layer_2": int(moments["layer_2"])} if "C_2" in moments else {}
-        delta, per_component = refact_edit_pipeline(pipe, row["prompt"], row["old"], row["new"], job.entry["layer"],
-                                                    moments["C"], **second,
-                                                    **job.params("road", "layer", "statistics"))
+        try:
+            delta, per_component = refact_edit_pipeline(
+                pipe, row["prompt"], row["old"], row["new"], job.entry["layer"], moments["C"], **second,
+                **job.params("road", "layer", "statistics", "min_final_prob"))
+        except ValueError as e:  # a layer or position that cannot work: say which edit, before optimising
+            raise EditFailed(f"editors.{job.editor} (ReFACT, layer {job.entry['layer']}, position "
+                             f"{job.entry['position']}): {e}") from None
         result = {c: {k: v for k, v in i.items() if k != "vectors"} for c, i in per_component.items()}
         log.info("ReFACT %r: %r -> %r: %s", row["prompt"], row["old"], row["new"], result)
-        return delta, {"refact": result, "road_row": row}
+        return delta, {"refact": result, "road_row": row, "target": refact_outcome(result, job.entry)}
+
+
+def refact_outcome(result: Mapping, entry: Mapping) -> Outcome:
+    """The value optimisation's final p(new), lowest over the edited encoders."""
+    final = min(r["final_prob"] for r in result.values())
+    # the unedited encoder already preferred the new text past ReFACT's own stopping threshold
+    already = all(r["steps"] == 0 and r["initial_prob"] > entry["v_prob_threshold"] for r in result.values())
+    steps = max(r["steps"] for r in result.values())
+    return Outcome(reached=final >= entry["min_final_prob"], measure="ReFACT's final p(new)", value=final,
+                   threshold=entry["min_final_prob"], already_met=already,
+                   cause=f"the value optimisation stopped after {steps} steps: more v_max_grad_steps, a larger v_lr "
+                         "or clamp_norm_factor, or a layer whose output reaches the feature more directly")
 
 
 def resolve_road_row(spec: Mapping) -> dict:

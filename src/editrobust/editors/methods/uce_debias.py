@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from editrobust.plugins import Param
 
-from .. import EditJob, Editor
+from .. import EditJob, Editor, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class UceDebias(Editor):
 
     name = "uce_debias"
     params = {
+        **Editor.params,
         "concepts": Param({**CONCEPTS, "minItems": 1}, required=True,
                           doc="the texts to debias, also the prompts sampled in the loop"),
         "attributes": Param({**CONCEPTS, "minItems": 2}, ["male", "female"], doc="the classifier's labels"),
@@ -47,7 +48,8 @@ class UceDebias(Editor):
                                     "samples the templates in turn"),
         "max_iterations": Param({"type": "integer", "minimum": 1}, 30, doc="iterations of the loop at most"),
         "max_diff": Param({"type": "number", "exclusiveMinimum": 0}, 0.05,
-                          doc="a concept has converged when every ratio is within this of its target"),
+                          doc="a concept has converged when every ratio is within this of its target; the edit "
+                              "reached its target when every concept has, in the iteration kept (UCE's criterion)"),
         "gain": Param({"type": "number", "exclusiveMinimum": 0}, 1.0,
                       doc="scales each update (UCE's integral controller uses 1; the toy uses 0.3, 1 oscillated)"),
         "gain_halving": Param({"type": "boolean"}, False,
@@ -122,8 +124,26 @@ class UceDebias(Editor):
                 pooled = {c: round(r.get("female", 0.0), 3) for c, r in it["reselect_ratios"].items()}
                 log.info("debias iteration %d measured again: pooled mean gap %.3f, female %s", it["iteration"],
                          it["reselect_gap"], pooled)
-        log.info("debias keeps iteration %d", next(it["iteration"] for it in iterations if it.get("selected")))
-        return delta, {"iterations": iterations}
+        kept = next(it for it in iterations if it.get("selected"))
+        log.info("debias keeps iteration %d", kept["iteration"])
+        return delta, {"iterations": iterations, "target": debias_outcome(kept, entry)}
+
+
+def debias_outcome(kept: Mapping, entry: Mapping) -> Outcome:
+    """UCE's convergence in the iteration kept: every concept's largest attribute gap below
+    max_diff (measured on its pooled re-measurements when there are some)."""
+    from ..uce import largest_gaps
+
+    ratios = kept.get("reselect_ratios") or kept["ratios"]
+    attributes = entry["attributes"]
+    gaps = largest_gaps([[r.get(a, 0.0) for a in attributes] for r in ratios.values()], entry["desired_ratios"])
+    worst = max(gaps)
+    reached = worst < entry["max_diff"]
+    return Outcome(reached=reached, measure="UCE debias's largest attribute gap, worst concept", value=worst,
+                   threshold=entry["max_diff"], already_met=reached and kept["iteration"] == 0,
+                   cause="" if reached else f"after {entry['max_iterations']} iterations the loop kept iteration "
+                   f"{kept['iteration']}; no iteration converged (a gain too large oscillates, too small creeps; the "
+                   "classifier's measurement of images_per_iteration images is noisy)")
 
 
 def toy_oracle_classifier(images) -> list[str | None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from editrobust.plugins import Param
 
-from .. import EditJob, Editor
+from .. import NOISE, EditJob, Editor, Outcome
 
 CONCEPTS = {"$ref": "#/$defs/concept_list"}
 
@@ -19,6 +19,7 @@ class UceErase(Editor):
 
     name = "uce_erase"
     params = {
+        **Editor.params,
         "edit_concepts": Param({**CONCEPTS, "minItems": 1}, required=True, doc="the concepts to erase"),
         "guide_concepts": Param({"oneOf": [CONCEPTS, {"type": "null"}]}, None,
                                 doc="what each edit concept becomes (one guide serves all); null = `\"\"`"),
@@ -30,9 +31,28 @@ class UceErase(Editor):
         "concept_type": Param({"enum": ["object", "art"]}, "object", doc="`art` guides towards 'art' by default"),
         "token_mode": Param({"enum": ["last", "window"]}, "last",
                             doc="`last`: the concept's last sub-word (current UCE); `window`: paper-era token windows"),
+        "max_residual": Param({"type": "number", "minimum": 0}, 0.5,
+                              doc="the target: the edited keys' outputs end at most this fraction of their way from "
+                                  "their guides' (a closed form always gets part way; the toy's erasure ends at 0.06)"),
     }
 
     def run(self, pipe, job: EditJob):
         from ..uce import uce_erase
 
-        return uce_erase(pipe, **job.params(), **job.text_length), {}
+        residuals: dict = {}
+        delta = uce_erase(pipe, **job.params("max_residual"), **job.text_length,
+                          residuals=residuals)
+        return delta, {"residuals": residuals, "target": erase_outcome(residuals, job.entry["max_residual"])}
+
+
+def erase_outcome(residuals: dict, max_residual: float) -> Outcome:
+    """How far the edited keys' outputs are from their guides' after the edit, as a fraction of how
+    far they were before (0: exactly the guides')."""
+    before, after, target = residuals["before"], residuals["after"], residuals["target"]
+    already = before <= (NOISE ** 2) * max(target, 1e-12)
+    fraction = (after / before) ** 0.5 if before > 0 else 0.0
+    return Outcome(reached=already or fraction <= max_residual,
+                   measure="UCE's remaining distance of the edited keys from their guides (fraction)",
+                   value=fraction, threshold=max_residual, already_met=already,
+                   cause="the closed form kept the edited keys near their old outputs: raise erase_scale, or lower "
+                         "lamb / preserve_scale (a preserve concept close to an edit concept holds it back)")
