@@ -1,5 +1,6 @@
 """Fine-tuners on tiny random SD1.x / SDXL / FLUX pipelines: what trains, what is stored, resume, errors."""
 
+import re
 
 import numpy as np
 import pytest
@@ -213,10 +214,56 @@ def test_a_nan_loss_raises_naming_step_method_and_variant_and_leaves_nothing(sd1
     cache.mean[3] = float("nan")
     cache.mean_flip[3] = float("nan")
     entry = {"method": "full", "dataset": "style", "steps": 50, "batch": 4, "checkpoint_every": 1, "save_every": 1}
-    with pytest.raises(FloatingPointError, match=r"fine-tune ft-nan \(full\): loss is nan at step \d+"):
+    with pytest.raises(FloatingPointError, match=r"fine-tune ft-nan \(full\): loss is nan at step (\d+) \((last "
+                                                 r"finite loss [0-9.]+ at step \d+|no finite step before it)\); the "
+                                                 r"state of the last finite step is kept in .*last_finite_state.pt") as err:
         train(load_pipeline(sd1["base"]), make_finetuner(entry), cache, tmp_path / "ft-nan", tmp_path / "state", {})
-    assert not (tmp_path / "ft-nan").exists() and not (tmp_path / "state").exists()
+    assert not (tmp_path / "ft-nan").exists()
     assert not list(tmp_path.glob("ft-nan@*")) and not list(tmp_path.glob(".*tmp"))
+    # the last finite state stays for diagnosis, finite, and is not what a re-run resumes from
+    kept = torch.load(tmp_path / "state" / "last_finite_state.pt", map_location="cpu", weights_only=True)
+    step = int(re.search(r"at step (\d+) ", str(err.value)).group(1))
+    assert kept["step"] == step - 1 and all(torch.isfinite(t).all() for t in kept["params"].values())
+
+
+def test_a_non_finite_gradient_or_weight_stops_the_fine_tune_before_anything_is_written(sd1, tmp_path, monkeypatch):
+    from editrobust.finetune.full import FullFinetune
+
+    entry = {"method": "full", "dataset": "style", "steps": 3, "batch": 2}
+    setup = FullFinetune.setup
+
+    def poisoned_gradient(self, pipe):  # a finite loss whose gradient is not
+        named = setup(self, pipe)
+        named[0][1].register_hook(lambda grad: grad * float("inf"))
+        return named
+
+    monkeypatch.setattr(FullFinetune, "setup", poisoned_gradient)
+    with pytest.raises(FloatingPointError, match=r"fine-tune ft-g \(full\): the gradient norm is (inf|nan) at step 1 "
+                                                 r"\(no finite step before it\)"):
+        train(load_pipeline(sd1["base"]), make_finetuner(entry), load_latent_cache(sd1["style"]), tmp_path / "ft-g",
+              tmp_path / "state_g", {})
+    assert not (tmp_path / "ft-g").exists()
+
+    monkeypatch.setattr(FullFinetune, "setup", setup)
+    make_optimizer = FullFinetune.make_optimizer
+
+    def overflowing(self, params):  # a step that overflows a weight
+        optimizer = make_optimizer(self, params)
+
+        def overflow(*_):
+            with torch.no_grad():
+                params[0].view(-1)[0] = float("inf")
+
+        optimizer.register_step_post_hook(overflow)
+        return optimizer
+
+    monkeypatch.setattr(FullFinetune, "make_optimizer", overflowing)
+    with pytest.raises(FloatingPointError, match=r"a trained weight is no longer finite at step 1.*no longer finite, "
+                                                 r"so only an earlier checkpoint's state"):
+        train(load_pipeline(sd1["base"]), make_finetuner(entry), load_latent_cache(sd1["style"]), tmp_path / "ft-w",
+              tmp_path / "state_w", {})
+    assert not (tmp_path / "ft-w").exists() and not (tmp_path / "state_w" / "last_finite_state.pt").exists()
+
 
 
 def test_bad_method_or_parameter_is_a_clear_error():

@@ -46,6 +46,7 @@ from editrobust.models.variants import VARIANT_FILE, file_checksums, library_ver
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
+FAILED_STATE_FILE = "last_finite_state.pt"  # kept for diagnosis when a step turns non-finite
 CHECKPOINTS = "checkpoints"
 
 
@@ -170,13 +171,13 @@ def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, stat
             start, log_rows = int(state["step"]), list(state["log"])
             log.info("resuming %s from step %d (%s)", variant, start, state_path)
 
-    def save_state(step: int) -> None:
+    def save_state(step: int, path: Path = state_path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         state = {"fingerprint": fingerprint_value, "step": step, "log": log_rows,
                  "params": {n: prm.detach().cpu().clone() for n, prm in named},
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "ema": ema.ema.state_dict() if ema is not None else None, "rng": rng_states(generator)}
-        with atomic_path(state_path) as tmp:
+        with atomic_path(path) as tmp:
             torch.save(state, tmp)
 
     def export(target: Path, step: int) -> dict:
@@ -189,40 +190,53 @@ def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, stat
     t0, t_last, done_since = time.time(), time.time(), 0
     log.info("fine-tune %s with %s: %d steps, %d trainable tensors, on %s", variant, method.name, total,
              len(named), device)
-    try:
-        for step in tqdm(range(start, total), desc=f"fine-tune {variant}", initial=start, total=total, mininterval=5):
-            latents, prompts = method.batch(cache, generator)
-            z0 = scale_latents(pipe, latents.to(device))
-            loss = method.reduce(per_sample_loss(pipe, z0, prompts, generator))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"fine-tune {variant} ({method.name}): loss is {loss.item()} at step "
-                                         f"{step + 1}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if p["max_grad_norm"]:
-                torch.nn.utils.clip_grad_norm_(params, p["max_grad_norm"])
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.step()
-            done = step + 1
-            done_since += 1
-            now = time.time()
-            log_rows.append(dict(step=done, loss=round(loss.item(), 6), lr=method.effective_lr(optimizer),
-                                 steps_per_s=round(done_since / max(now - t0, 1e-9), 3)))
-            if done % 25 == 0 or done == total or now - t_last > 30:
-                log.info("step %d/%d loss %.4f lr %.3g (%.2f steps/s)", done, total, loss.item(),
-                         log_rows[-1]["lr"], log_rows[-1]["steps_per_s"])
-                t_last = now
-            if done in save_at:
-                export(state_dir / CHECKPOINTS / f"{variant}@{done}", done)
-            if p["checkpoint_every"] and done % p["checkpoint_every"] == 0 and done < total:
-                save_state(done)
-            if on_step is not None:
-                on_step(done)
-    except FloatingPointError:
-        shutil.rmtree(state_dir, ignore_errors=True)
-        raise
+    def stop(step: int, what: str, keep_state: bool) -> FloatingPointError:
+        """The error of a non-finite number at `step`. The weights of the last finite step, when
+        still intact, are saved for diagnosis (FAILED_STATE_FILE: a re-run does not resume from it,
+        since it would fail the same way); the training state of the last checkpoint stays too."""
+        last = log_rows[-1] if log_rows else None
+        before = f"last finite loss {last['loss']} at step {last['step']}" if last else "no finite step before it"
+        if keep_state:
+            save_state(step, state_dir / FAILED_STATE_FILE)
+        kept = (f"the state of the last finite step is kept in {state_dir / FAILED_STATE_FILE}" if keep_state else
+                f"the weights are no longer finite, so only an earlier checkpoint's state (if any) is kept in "
+                f"{state_dir}")
+        return FloatingPointError(f"fine-tune {variant} ({method.name}): {what} at step {step + 1} ({before}); "
+                                  f"{kept}. Lower the learning rate (lr) or max_grad_norm; nothing was written")
+
+    for step in tqdm(range(start, total), desc=f"fine-tune {variant}", initial=start, total=total, mininterval=5):
+        latents, prompts = method.batch(cache, generator)
+        z0 = scale_latents(pipe, latents.to(device))
+        loss = method.reduce(per_sample_loss(pipe, z0, prompts, generator))
+        if not torch.isfinite(loss):
+            raise stop(step, f"loss is {loss.item()}", keep_state=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # clipping at infinity only measures the norm (the gradients are multiplied by exactly 1)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, p["max_grad_norm"] or float("inf"))
+        if not torch.isfinite(grad_norm):
+            raise stop(step, f"the gradient norm is {grad_norm.item()}", keep_state=True)
+        optimizer.step()
+        if not torch.stack([torch.isfinite(prm).all() for prm in params]).all():  # one device sync
+            raise stop(step, "a trained weight is no longer finite", keep_state=False)
+        scheduler.step()
+        if ema is not None:
+            ema.step()
+        done = step + 1
+        done_since += 1
+        now = time.time()
+        log_rows.append(dict(step=done, loss=round(loss.item(), 6), lr=method.effective_lr(optimizer),
+                             steps_per_s=round(done_since / max(now - t0, 1e-9), 3)))
+        if done % 25 == 0 or done == total or now - t_last > 30:
+            log.info("step %d/%d loss %.4f lr %.3g (%.2f steps/s)", done, total, loss.item(),
+                     log_rows[-1]["lr"], log_rows[-1]["steps_per_s"])
+            t_last = now
+        if done in save_at:
+            export(state_dir / CHECKPOINTS / f"{variant}@{done}", done)
+        if p["checkpoint_every"] and done % p["checkpoint_every"] == 0 and done < total:
+            save_state(done)
+        if on_step is not None:
+            on_step(done)
 
     # Success: the checkpoints move next to the final variant, then the final variant appears.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
