@@ -35,7 +35,14 @@ def sample_promptset(variant_dir, promptset_csv, promptset: dict, sampling: dict
     pipe = load_pipeline(variant_dir, device=device, dtype=torch_dtype(settings.dtype, "sampling.dtype"))
     configure_for_sampling(pipe, settings)
     log.info("%d images (%d prompts) on %s, %s", len(index), len(prompts), device, settings)
-    images = generate(pipe, index["prompt"].tolist(), index["seed"].tolist(), settings)
+    nonfinite: list[bool] = []
+    images = generate(pipe, index["prompt"].tolist(), index["seed"].tolist(), settings, nonfinite=nonfinite)
+    # a decode that came out non-finite is kept black and said so: every score file and summary counts it
+    index["decode"] = ["nonfinite" if bad else "ok" for bad in nonfinite]
+    if any(nonfinite):
+        log.warning("%d of %d images decoded to non-finite pixels (kept black, `decode: nonfinite` in index.csv); "
+                    "an fp16 VAE overflows this way: sample in float32 or bfloat16, or use a fixed VAE",
+                    sum(nonfinite), len(index))
     with atomic_dir(out_dir) as tmp:
         for file, image in zip(index["file"], images):
             save_png(Path(tmp) / file, image)

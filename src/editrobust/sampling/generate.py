@@ -11,11 +11,14 @@ kernels may round differently, which moves a pixel by at most one intensity leve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+import logging
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
 
 
 
@@ -74,8 +77,14 @@ def native_resolution(pipe) -> int:
 
 @torch.no_grad()
 def generate(pipe, prompts: list[str], seeds: list[int], settings: SamplingSettings,
-             progress: bool = True, desc: str = "sampling") -> np.ndarray:
-    """Images (N, H, W, 3) uint8 for (prompt, seed) pairs, in order, batched."""
+             progress: bool = True, desc: str = "sampling", nonfinite: list | None = None) -> np.ndarray:
+    """Images (N, H, W, 3) uint8 for (prompt, seed) pairs, in order, batched.
+
+    A batch that runs out of GPU memory is retried as two halves (the same images: one generator
+    per image), down to one image, which then fails naming the memory figures. An image with
+    non-finite pixels (e.g. an fp16 VAE overflowing) is an error, unless `nonfinite` is a list:
+    then one flag per image is appended to it and such an image is kept black (its non-finite
+    pixels zeroed), for the caller to count rather than score as if it were drawn."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     size = native_resolution(pipe)
@@ -83,16 +92,53 @@ def generate(pipe, prompts: list[str], seeds: list[int], settings: SamplingSetti
     out = []
     batches = range(0, len(prompts), settings.batch_size)
     for start in tqdm(batches, desc=desc, disable=not progress, mininterval=5):
-        bp = prompts[start:start + settings.batch_size]
-        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds[start:start + settings.batch_size]]
-        kwargs = dict(prompt=bp, num_inference_steps=settings.steps, guidance_scale=settings.guidance,
-                      generator=gens, height=h, width=w, output_type="np")
-        if getattr(pipe, "transformer", None) is not None and getattr(pipe, "tokenizer_2", None) is not None:
-            kwargs["max_sequence_length"] = settings.max_sequence_length or min(pipe.tokenizer_2.model_max_length, 512)
-        if settings.negative_prompt is not None:
-            kwargs["negative_prompt"] = [settings.negative_prompt] * len(bp)
-        images = pipe(**kwargs).images
-        if not np.all(np.isfinite(images)):
-            raise FloatingPointError(f"non-finite pixels in a batch starting at prompt {bp[0]!r}")
+        end = start + settings.batch_size
+        images = _sample_batch(pipe, prompts[start:end], seeds[start:end], settings, h, w)
+        finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
+        if nonfinite is None and not finite.all():
+            raise FloatingPointError(f"non-finite pixels in a batch starting at prompt {prompts[start]!r}")
+        if nonfinite is not None:
+            nonfinite.extend((~finite).tolist())
+            images = np.nan_to_num(images, nan=0.0, posinf=0.0, neginf=0.0) * finite[:, None, None, None]
         out.append(np.clip(np.rint(images * 255), 0, 255).astype(np.uint8))
     return np.concatenate(out) if out else np.zeros((0, h, w, 3), np.uint8)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def _memory_figures() -> str:
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    gib = 1024 ** 3
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    return (f"{torch.cuda.memory_allocated() / gib:.1f} GiB allocated, {torch.cuda.memory_reserved() / gib:.1f} "
+            f"GiB reserved, peak {torch.cuda.max_memory_allocated() / gib:.1f} GiB of {total / gib:.1f} GiB")
+
+
+def _sample_batch(pipe, prompts: list[str], seeds: list[int], settings: SamplingSettings, h: int, w: int):
+    """Float images of one batch; on out-of-memory, the two halves one after the other."""
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    kwargs = dict(prompt=prompts, num_inference_steps=settings.steps, guidance_scale=settings.guidance,
+                  generator=gens, height=h, width=w, output_type="np")
+    if getattr(pipe, "transformer", None) is not None and getattr(pipe, "tokenizer_2", None) is not None:
+        kwargs["max_sequence_length"] = settings.max_sequence_length or min(pipe.tokenizer_2.model_max_length, 512)
+    if settings.negative_prompt is not None:
+        kwargs["negative_prompt"] = [settings.negative_prompt] * len(prompts)
+    try:
+        return pipe(**kwargs).images
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        if len(prompts) == 1:
+            raise MemoryError(f"sampling {prompts[0]!r} (seed {seeds[0]}) ran out of memory with a single image at "
+                              f"{h}x{w}: {_memory_figures()}. Lower the resolution, or set the model's sampling "
+                              "dtype to float16/bfloat16, attention_slicing or vae_slicing") from None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(prompts) // 2
+        log.warning("out of memory on a batch of %d images (from prompt %r): retrying as %d + %d", len(prompts),
+                    prompts[0], half, len(prompts) - half)
+        first = _sample_batch(pipe, prompts[:half], seeds[:half], settings, h, w)
+        return np.concatenate([first, _sample_batch(pipe, prompts[half:], seeds[half:], settings, h, w)])

@@ -13,7 +13,7 @@ from editrobust.metrics.rates import SAFETY_CATEGORIES as SAFETY_LABELS  # safe,
 
 # Identifying columns carried from index.csv into every score file (the column contract shared
 # with the tables); then each scorer's labels; then scorer, scorer_version and threshold.
-ID_COLUMNS = ("prompt_id", "seed", "image", "file", "group", "metric", "expected_old", "expected_new")
+ID_COLUMNS = ("prompt_id", "seed", "image", "file", "group", "metric", "expected_old", "expected_new", "decode")
 
 
 class WeightsUnavailable(FileNotFoundError):

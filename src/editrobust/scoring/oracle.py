@@ -11,7 +11,8 @@ from editrobust.io import load_image
 from editrobust.scoring import Scorer
 from editrobust.toyworld import oracle
 
-KEEP = ("prompt_id", "seed", "image", "file", "group", "expected_concept", "metric", "expected_old", "expected_new")
+KEEP = ("prompt_id", "seed", "image", "file", "group", "expected_concept", "metric", "expected_old", "expected_new",
+        "decode")
 
 
 class Oracle(Scorer):

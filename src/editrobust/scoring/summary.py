@@ -14,6 +14,8 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for name, g in list(scores.groupby(group, sort=False)) + [("all", scores)]:
         row = {"group": name, "images": len(g)}
+        if "decode" in g:  # images whose decode came out non-finite (kept black by the sampler)
+            row["nonfinite_decodes"] = int((g["decode"] == "nonfinite").sum())
         if "correct" in g:
             row["accuracy"] = g["correct"].mean()
         if "success" in g:
