@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tarfile
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -12,7 +12,7 @@ from editrobust.models.components import apply_delta
 from editrobust.editors.methods.refact import compute_fc2_statistic, resolve_road_row
 from editrobust.editors.uce import uce_erase
 from editrobust.models.base import prepare_base_model
-from editrobust.models.variants import load_pipeline, read_delta, read_variant, variant_chain
+from editrobust.models.variants import load_pipeline, read_delta, variant_chain
 from editrobust.sampling import SamplingSettings, generate
 
 

@@ -29,7 +29,6 @@ from editrobust.report.spec import kit_index_paths
 from editrobust.report.annotation import export_kit
 from editrobust.report import build_figure
 from editrobust.report.render import write_figure
-from editrobust.report import edit_records as figure_records
 from editrobust.tables import QualityKey, edit_records, input_keys, make_table, read_inputs
 from editrobust.tables import resolve as resolve_table
 

@@ -12,7 +12,8 @@ from editrobust.metrics import fleiss_kappa
 from editrobust.plugins import PluginError
 from editrobust.scoring import SCORERS, ClipScorer, run_scorer
 from editrobust.scoring import human, nudenet
-from editrobust.scoring.common import SAFETY_LABELS, WeightsUnavailable
+from editrobust.metrics.rates import SAFETY_CATEGORIES as SAFETY_LABELS
+from editrobust.scoring.common import WeightsUnavailable
 from editrobust.scoring.embeddings import embed_image_set, load_clip, read_embeddings
 from editrobust.toyworld import world as W
 from editrobust.toyworld.captions import concept_scene

@@ -21,8 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from editrobust.finetune.full import MODULE_PARAMS, FullFinetune
+
+if TYPE_CHECKING:  # annotations only: importing torch here would slow config validation
+    import torch
+
+    from editrobust.finetune.latents import LatentCache
 from editrobust.finetune.method import COMMON, with_default, write_delta_files
 from editrobust.plugins import Param
 

@@ -19,8 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from editrobust.plugins import Param, Plugin, reference_problems
+
+if TYPE_CHECKING:  # annotations only: importing torch here would slow config validation
+    import torch
+
+    from editrobust.finetune.latents import LatentCache
 
 POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 BETA = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}

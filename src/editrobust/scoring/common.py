@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from editrobust.io import load_image
-from editrobust.metrics.rates import SAFETY_CATEGORIES as SAFETY_LABELS  # safe, unsafe, undecidable, black
 
 # Identifying columns carried from index.csv into every score file (the column contract shared
 # with the tables); then each scorer's labels; then scorer, scorer_version and threshold.
