@@ -353,3 +353,54 @@ def test_bad_input_is_rejected_naming_it_and_leaves_no_output(name, tmp_path, re
     # a fine-tune leaves no resumable state (resuming would only reach the same NaN), only its diagnosis
     assert not list((tmp_path / "results").rglob("state.pt"))
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------------------- a full disk
+def _disk_full_after(n_ok: int):
+    """A save_png that writes `n_ok` images, then part of one, then fails as a full disk does."""
+    import errno
+
+    calls = []
+
+    def save(path, image):
+        calls.append(path)
+        if len(calls) > n_ok:
+            Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")  # what got out before the disk filled
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save_png(path, image)
+    return save
+
+
+def test_a_full_disk_while_sampling_fails_naming_the_output_and_leaves_nothing(tmp_path, tiny_base, monkeypatch,
+                                                                              one_thread):
+    import editrobust.sampling
+
+    job = truncated_delta_sampling(tmp_path, tiny_base)
+    job.input["model"] = job.input["model"][:1]  # the intact base variant
+    job.wildcards["variant"] = "base"
+    job.output["out"] = tmp_path / "results/samples/tiny/base/p/index.csv"
+    job.params["promptset"]["images_per_prompt"] = 3
+    monkeypatch.setattr(editrobust.sampling, "save_png", _disk_full_after(2))
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(OSError, match=r"No space left on device while writing .*results/samples/tiny/base/p "
+                                      r"\(the partial .*\.tmp was removed; free space"):
+        run_script(job)
+    assert {p for p in tmp_path.rglob("*") if p.is_file()} == before  # not one image kept
+    assert not (tmp_path / "results/samples/tiny/base/p").exists()
+
+
+def test_a_full_disk_while_writing_a_file_names_it(tmp_path, monkeypatch):
+    import errno
+
+    from editrobust.io import write_csv
+
+    def to_csv(self, path, **kw):
+        Path(path).write_text("prompt_id,pro")  # half a header
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
+    target = tmp_path / "results/tables/t.csv"
+    with pytest.raises(OSError, match=r"No space left on device while writing .*results/tables/t.csv") as caught:
+        write_csv(target, pd.DataFrame({"prompt_id": ["a"]}))
+    assert caught.value.filename == str(target)
+    assert list(target.parent.iterdir()) == []

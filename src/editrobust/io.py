@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -44,6 +45,18 @@ def remove_stale_temps(path: Path) -> None:
                     stale.unlink()
 
 
+# A write that fails for lack of room: the job's error must name the output, which the OS's own
+# message ("[Errno 28] No space left on device") does not.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _no_room(error: BaseException, path: Path, tmp: Path) -> OSError | None:
+    if not isinstance(error, OSError) or error.errno not in NO_ROOM:
+        return None
+    return OSError(error.errno, f"{error.strerror or os.strerror(error.errno)} while writing {path} (the partial "
+                                f"{tmp.name} was removed; free space on {path.parent} and re-run)", str(path))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
@@ -56,9 +69,12 @@ def atomic_path(path: str | os.PathLike):
         yield Path(tmp)
         _publish_mode(Path(tmp), directory=False)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        named = _no_room(error, path, Path(tmp))
+        if named is not None:
+            raise named from error
         raise
 
 
@@ -81,8 +97,11 @@ def atomic_dir(path: str | os.PathLike):
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        named = _no_room(error, path, tmp)
+        if named is not None:
+            raise named from error
         raise
 
 
