@@ -106,6 +106,12 @@ class Editor(Plugin):
         changing it re-runs the edit), e.g. a CLIP classifier's model spec."""
         return {}
 
+    @classmethod
+    def changed_parameters(cls, pipe, entry: Mapping) -> int | None:
+        """How many parameters the edit writes on a pipeline of these shapes (the pre-flight's disk
+        estimate; `pipe` may live on the meta device); None: not known before it runs."""
+        return None
+
     def run(self, pipe, job: EditJob) -> tuple[dict, dict]:
         """Edit `pipe` (float32, not modified in place) and return (delta, info for variant.json);
         put the method's `Outcome` in info["target"] so that the edit can be checked."""

@@ -92,6 +92,16 @@ def _fc2(text_encoder, layer: int) -> torch.nn.Linear:
     return _layers(text_encoder)[layer].mlp.fc2
 
 
+def edited_weight(text_encoder, layer: int) -> torch.Tensor:
+    return _fc2(text_encoder, layer).weight
+
+
+def edited_encoders(pipe) -> list:
+    """The text encoders `refact_edit_pipeline` edits: `text_encoder`, and SDXL's `text_encoder_2`."""
+    second = getattr(pipe, "text_encoder_2", None)
+    return [pipe.text_encoder] + ([second] if second is not None and model_family(pipe) == "sdxl" else [])
+
+
 def _device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
@@ -401,7 +411,7 @@ def refact_edit_pipeline(pipe, prompt: str, old: str, new: str, layer: int, C: t
     T5 encoder is not.
     """
     jobs = [("text_encoder", pipe.text_encoder, pipe.tokenizer, layer, C)]
-    if getattr(pipe, "text_encoder_2", None) is not None and model_family(pipe) == "sdxl":
+    if len(edited_encoders(pipe)) == 2:
         check_layer(pipe.text_encoder, layer)
         if layer_2 is None:
             layer_2 = same_relative_depth(layer, num_layers(pipe.text_encoder), num_layers(pipe.text_encoder_2))

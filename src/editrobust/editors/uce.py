@@ -121,6 +121,11 @@ def uce_modules(pipe) -> list[UCEModule]:
             if "attn2" in name and name.endswith(("to_k", "to_v")) and isinstance(module, torch.nn.Linear)]
 
 
+def uce_parameter_count(pipe) -> int:
+    """Parameters a UCE edit writes: every weight of `uce_modules`."""
+    return sum(_module_weight(pipe, m).numel() for m in uce_modules(pipe))
+
+
 def _module_weight(pipe, m: UCEModule) -> torch.Tensor:
     return component(pipe, m.component).get_submodule(m.name).weight
 

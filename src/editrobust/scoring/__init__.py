@@ -53,6 +53,13 @@ class Scorer(Plugin):
         """Entry keys replaced by what they name in other sections (a CLIP model's spec)."""
         return {}
 
+    @classmethod
+    def locate_weights(cls, entry: Mapping) -> str | None:
+        """Where this scorer's own weights are on this machine (local files only), None if it has
+        none; raises `WeightsUnavailable` naming what to download. A CLIP scorer's model is checked
+        through `clip_models` instead. The pre-flight calls it; `run` finds the same files."""
+        return None
+
     def run(self, index: pd.DataFrame, image_dir: Path, params: Mapping, **inputs) -> pd.DataFrame:
         raise NotImplementedError
 
@@ -75,6 +82,10 @@ class ClipScorer(Scorer):
     @classmethod
     def resolved(cls, entry, config):
         return {"clip_model": {"name": entry["clip_model"], **config["clip_models"][entry["clip_model"]]}}
+
+    @classmethod
+    def locate_weights(cls, entry):
+        return f"the CLIP model clip_models.{entry['clip_model']}"
 
 
 SCORERS = Registry("scorers", "kind", Scorer, {

@@ -14,13 +14,16 @@ package version, the model file, the counted classes and the threshold.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from editrobust.plugins import Param
 from editrobust.scoring import BLACK_THRESHOLD, Scorer
-from editrobust.scoring.common import black_flags, finish, id_frame, load_images
+from editrobust.scoring.common import WeightsUnavailable, black_flags, finish, id_frame, load_images
 
 VERSION = "nudenet==3.4.2/320n"
 I2P_CLASSES = ("ANUS_EXPOSED", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED",
@@ -51,6 +54,23 @@ class NudeNet(Scorer):
                                       doc="the input size of `model_path`'s detector"),
         "black_threshold": BLACK_THRESHOLD,
     }
+
+    @classmethod
+    def locate_weights(cls, entry):
+        """The detector file: `model_path`, else the 320n ONNX file NudeNet ships."""
+        if entry.get("model_path"):
+            path = Path(os.path.expanduser(entry["model_path"]))
+            if not path.is_file():
+                raise WeightsUnavailable(f"nudenet model_path: {path} does not exist")
+            return str(path)
+        try:
+            import nudenet
+        except ImportError:
+            raise ImportError("the nudenet scorer needs NudeNet 3.4.2: pip install 'editrobust[nudenet]'") from None
+        shipped = sorted(Path(nudenet.__file__).parent.glob("*.onnx"))
+        if not shipped:
+            raise WeightsUnavailable(f"NudeNet at {Path(nudenet.__file__).parent} ships no .onnx detector")
+        return str(shipped[0])
 
     def run(self, index, image_dir, params, detector=None, **inputs):
         return score(index, image_dir, params, detector=detector)

@@ -74,6 +74,10 @@ class SdSafetyChecker(Scorer):
         "black_threshold": BLACK_THRESHOLD,
     }
 
+    @classmethod
+    def locate_weights(cls, entry):
+        return str(_checker_dirs(entry)[0])
+
     def run(self, index, image_dir, params, **inputs):
         return score_sd_safety_checker(index, image_dir, params)
 

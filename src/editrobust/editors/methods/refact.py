@@ -70,6 +70,13 @@ class Refact(Editor):
             out["road"] = entry["road"]["file"]
         return out
 
+    @classmethod
+    def changed_parameters(cls, pipe, entry):
+        """One fc2 weight per edited encoder (SDXL: two); every layer's fc2 has the same shape."""
+        from ..refact import edited_encoders, edited_weight
+
+        return sum(edited_weight(encoder, 0).numel() for encoder in edited_encoders(pipe))
+
     def run(self, pipe, job: EditJob):
         from safetensors.torch import load_file
 

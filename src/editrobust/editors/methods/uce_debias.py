@@ -100,6 +100,12 @@ class UceDebias(Editor):
             return {}
         return {"clip_model": {"name": entry["clip_model"], **config["clip_models"][entry["clip_model"]]}}
 
+    @classmethod
+    def changed_parameters(cls, pipe, entry):
+        from ..uce import uce_parameter_count
+
+        return uce_parameter_count(pipe)
+
     def run(self, pipe, job: EditJob):
         from editrobust.sampling import SamplingSettings
 

@@ -36,6 +36,12 @@ class UceErase(Editor):
                                   "their guides' (a closed form always gets part way; the toy's erasure ends at 0.06)"),
     }
 
+    @classmethod
+    def changed_parameters(cls, pipe, entry):
+        from ..uce import uce_parameter_count
+
+        return uce_parameter_count(pipe)
+
     def run(self, pipe, job: EditJob):
         from ..uce import uce_erase
 
