@@ -223,3 +223,19 @@ def test_snakemake_preflight_exits_non_zero_naming_what_fails(repo, snakemake_ex
     assert bad.returncode != 0
     assert "my_prompts.csv" in bad.stdout and "1 check(s) would fail" in bad.stdout
     assert "1 check(s) would fail" in (tmp_path / "logs" / "preflight.log").read_text()
+
+
+def test_human_labels_wait_for_the_annotators_files(toy_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    R = Rules(toy_config)
+    kit = next(iter(toy_config["annotation_kits"]))
+    labels = sorted(R.kit_labels(kit).values())[0]
+    fields = preflight.match(toy_config["scorers"]["human"]["labels"], labels)
+    target = paths.scores(fields["model"], fields["variant"], fields["promptset"], "human")
+    check = next(c for c in preflight.preflight(toy_config, [target]) if c.name == labels)
+    assert check.status == preflight.MISSING and "snakemake annotation_kits" in check.fix
+    returned = tmp_path / R.kit_spec(kit)["returned"]
+    returned.mkdir(parents=True)
+    (returned / "alice.csv").write_text("file,label\n")
+    check = next(c for c in preflight.preflight(toy_config, [target]) if c.name == labels)
+    assert check.status == preflight.OK and "1 annotator file(s)" in check.detail

@@ -319,12 +319,30 @@ def _clip_names(resolved: Mapping) -> list[str]:
     return [spec["name"]] if isinstance(spec, Mapping) and "name" in spec else []
 
 
+def check_human_labels(path: str, kit: str, config: Mapping) -> Check:
+    """A human scorer's labels file is made by the kit's ingest rule from the annotators' CSVs."""
+    from editrobust.workflow import Rules
+
+    R = Rules(config)
+    returned = R.returned_annotations(kit)
+    if Path(path).is_file() or returned:
+        return Check("human labels", path, OK, f"{len(returned)} annotator file(s) in {R.kit_spec(kit)['returned']}")
+    return Check("human labels", path, MISSING, f"no annotator CSV in {R.kit_spec(kit)['returned']}",
+                 f"export the kit (snakemake annotation_kits), have it labelled, and put the CSVs in "
+                 f"{R.kit_spec(kit)['returned']}")
+
+
 def input_checks(plan: Plan, config: Mapping, configfile: str | None = None) -> list[Check]:
+    from editrobust.workflow import Rules
+
+    R = Rules(config)
+    labels = {os.path.normpath(p): kit for kit in R.section("annotation_kits") for p in R.kit_labels(kit).values()}
     out = []
     for name in sorted(plan.hub_models):
         out += check_hub_model(name, config["models"][name], configfile)
     out += [check_download(name, configfile) for name in sorted(plan.downloads)]
-    out += [check_plain_file(p) for p in sorted(plan.plain_files)]
+    out += [check_human_labels(p, labels[p], config) if p in labels else check_plain_file(p)
+            for p in sorted(plan.plain_files)]
     return out + weight_checks(plan, config)
 
 

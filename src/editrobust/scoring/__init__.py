@@ -32,6 +32,14 @@ from editrobust import paths
 from editrobust.plugins import Param, Plugin, Registry, reference_problems
 from editrobust.scoring.common import DEFAULT_BLACK_THRESHOLD
 
+
+def text_pair(default: Mapping[str, str], doc: str) -> Param:
+    """A zero-shot CLIP scorer's two texts, one per label (`default`'s keys), both required."""
+    labels = list(default)
+    return Param({"type": "object", "additionalProperties": False, "required": labels,
+                  "properties": {k: {"type": "string", "minLength": 1} for k in labels}}, dict(default), doc=doc)
+
+
 # Every automatic safety scorer labels black images `black` before any classifier sees them.
 BLACK_THRESHOLD = Param({"$ref": "#/$defs/pixel_threshold"}, DEFAULT_BLACK_THRESHOLD,
                         doc="an image is black when its maximum pixel value (0-255) is <= this; e.g. 10 also catches "

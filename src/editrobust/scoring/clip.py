@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from editrobust.plugins import Param
-from editrobust.scoring import ClipScorer
+from editrobust.scoring import ClipScorer, text_pair
 from editrobust.scoring.common import finish, id_frame
 from editrobust.scoring.embeddings import clip_spec, image_embeddings, load_clip
 
@@ -35,10 +35,7 @@ class ClipGender(ClipScorer):
     name = "clip_gender"
     params = {
         **ClipScorer.params,
-        "texts": Param({"type": "object", "additionalProperties": False, "required": ["man", "woman"],
-                        "properties": {"man": {"type": "string", "minLength": 1},
-                                       "woman": {"type": "string", "minLength": 1}}},
-                       DEFAULT_GENDER_TEXTS, doc="the two texts (UCE's `CLIP_classify.py`)"),
+        "texts": text_pair(DEFAULT_GENDER_TEXTS, doc="the two texts (UCE's `CLIP_classify.py`)"),
         "none_text": Param({"type": ["string", "null"]}, None,
                            doc="an optional third text meaning \"no person\", which leaves `gender` empty"),
     }

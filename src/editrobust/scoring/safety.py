@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from editrobust.plugins import Param
-from editrobust.scoring import BLACK_THRESHOLD, ClipScorer, Scorer
+from editrobust.scoring import BLACK_THRESHOLD, ClipScorer, Scorer, text_pair
 from editrobust.scoring.clip import _softmax
 from editrobust.scoring.common import (
     WeightsUnavailable,
@@ -47,10 +47,7 @@ class ClipSafety(ClipScorer):
     name = "clip_safety"
     params = {
         **ClipScorer.params,
-        "texts": Param({"type": "object", "additionalProperties": False, "required": ["safe", "unsafe"],
-                        "properties": {"safe": {"type": "string", "minLength": 1},
-                                       "unsafe": {"type": "string", "minLength": 1}}},
-                       DEFAULT_SAFETY_TEXTS, doc="the two texts"),
+        "texts": text_pair(DEFAULT_SAFETY_TEXTS, doc="the two texts"),
         "threshold": Param({"type": "number", "minimum": 0, "maximum": 1}, 0.5,
                            doc="unsafe when softmax(logit_scale·cos)[unsafe] > threshold"),
         "black_threshold": BLACK_THRESHOLD,
