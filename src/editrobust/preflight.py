@@ -385,12 +385,12 @@ def model_sizes(entry: Mapping) -> ModelSizes:
             return build_sd1_pipeline(sizes)
         dtype_bytes = 4
     else:
-        from editrobust.models.full_size import _full_size
+        from editrobust.models.full_size import meta_pipeline
 
         arch = FAMILY_ARCHITECTURE[entry["family"]]
 
         def factory():
-            return _full_size(arch, "meta", torch.float32)
+            return meta_pipeline(arch)
         dtype_bytes = DTYPE_BYTES.get(entry.get("dtype") or "float32", 4)
     pipe = factory()
     settings = SamplingSettings.from_dict(entry.get("sampling"))

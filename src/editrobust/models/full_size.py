@@ -181,8 +181,14 @@ def spec(arch: str, size: str = "full") -> Architecture:
     return (SPECS if size == "full" else TINY_SPECS)[arch]
 
 
+def meta_pipeline(arch: str):
+    """The full-size `arch` on the meta device: every module and shape, no memory, no weights
+    (parameter counts, the pre-flight's sizes; a fine-tuner's `setup` runs on it too)."""
+    return _full_size(arch, "meta", torch.float32)
+
+
 def parameter_counts(arch: str) -> dict[str, int]:
     """Parameters per component of the full-size `arch`, built on the meta device (no memory)."""
-    pipe = _full_size(arch, "meta", torch.float32)
+    pipe = meta_pipeline(arch)
     return {name: sum(p.numel() for p in module.parameters())
             for name, module in pipe.components.items() if isinstance(module, torch.nn.Module)}
