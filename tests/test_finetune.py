@@ -265,7 +265,6 @@ def test_a_non_finite_gradient_or_weight_stops_the_fine_tune_before_anything_is_
     assert not (tmp_path / "ft-w").exists() and not (tmp_path / "state_w" / "last_finite_state.pt").exists()
 
 
-
 def test_bad_method_or_parameter_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown method 'qlora'"):
         make_finetuner({"method": "qlora", "dataset": "x", "steps": 1})

@@ -20,7 +20,6 @@ from editrobust.plugins import PluginError, Registry
 from editrobust.schema import DEFAULT_SCHEMA, Validator, load_schema
 
 
-
 class ConfigError(ValueError):
     """The config is wrong; the message names the key path."""
 

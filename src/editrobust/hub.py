@@ -39,6 +39,9 @@ COMMIT = re.compile(r"^[0-9a-f]{40}$")
 TEXT_PATTERNS = ("*.json", "*.txt", "*.model")
 # Precision variants of weight files (diffusers' `variant=`): excluded unless asked for.
 WEIGHT_VARIANTS = ("fp16", "bf16", "fp32", "non_ema", "ema")
+# A single model repo (a replacement VAE): its config and full-precision safetensors.
+MODEL_PATTERNS = dict(allow_patterns=["config.json", "*.safetensors"],
+                      ignore_patterns=[f"*.{v}.safetensors" for v in WEIGHT_VARIANTS])
 
 
 class SnapshotMissing(FileNotFoundError):
@@ -102,13 +105,15 @@ def _local_snapshot(repo_id: str, revision: str, repo_type: str, where: Path, pa
 
 
 def snapshot(repo_id: str, revision: str, *, repo_type: str = "model", allow_patterns=None, ignore_patterns=None,
-             owner: str = "", pipeline: bool = False, variant: str | None = None) -> Path:
+             owner: str = "", pipeline: bool = False, variant: str | None = None, local_only: bool = False) -> Path:
     """The local directory of `repo_id` at `revision` (see the module docstring for where it is
     looked for). `pipeline=True`: a diffusers pipeline whose components are read from its
-    `model_index.json` (fetched first); the patterns are computed here, for weight `variant`."""
+    `model_index.json` (fetched first); the patterns are computed here, for weight `variant`.
+    `local_only=True`: never the network, as in offline mode (the pre-flight's lookup)."""
     where = f"{owner}: " if owner else ""
     if pipeline:
-        index = snapshot(repo_id, revision, repo_type=repo_type, allow_patterns=["model_index.json"], owner=owner)
+        index = snapshot(repo_id, revision, repo_type=repo_type, allow_patterns=["model_index.json"], owner=owner,
+                         local_only=local_only)
         allow_patterns, ignore_patterns = pipeline_patterns(index / "model_index.json", variant)
     patterns = dict(allow_patterns=list(allow_patterns) if allow_patterns else None,
                     ignore_patterns=list(ignore_patterns) if ignore_patterns else None)
@@ -116,10 +121,11 @@ def snapshot(repo_id: str, revision: str, *, repo_type: str = "model", allow_pat
         found = _local_snapshot(repo_id, revision, repo_type, candidate, patterns)
         if found is not None and (not pipeline or _pipeline_complete(found)):
             return found
-    if offline():
+    if offline() or local_only:
+        reason = "offline mode is on (HF_HUB_OFFLINE)" if offline() else "only local files were looked at"
         raise SnapshotMissing(
             f"{where}{repo_type} {repo_id!r} at revision {revision!r} is not in the project cache ({cache_dir()}) "
-            f"nor in the Hugging Face cache ({user_cache_dir()}), and offline mode is on (HF_HUB_OFFLINE). "
+            f"nor in the Hugging Face cache ({user_cache_dir()}), and {reason}. "
             f"On a machine with internet run the same snakemake command without HF_HUB_OFFLINE, or "
             f"`{fetch_command(repo_id, revision, repo_type, allow_patterns or ['*'])}`, then copy {cache_dir()} here")
     cache_dir().mkdir(parents=True, exist_ok=True)

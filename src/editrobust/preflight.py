@@ -228,8 +228,9 @@ def check_hub_model(name: str, entry: Mapping, configfile: str | None = None) ->
         if found is not None:
             out.append(Check("hub snapshot", key, OK, f"{repo}@{revision[:12]} in {found}"))
         else:
+            # a pipeline's exact files come from its model_index.json, which is not here either
             patterns = ["model_index.json", "*/*.safetensors", "*/*.json", "*/*.txt", "*/*.model"] if pipeline \
-                else ["config.json", "*.safetensors"]
+                else hub.MODEL_PATTERNS["allow_patterns"]
             out.append(Check("hub snapshot", key, MISSING, f"{repo}@{revision[:12]} is in no local cache",
                              f"{_snakemake_command(record, configfile)}, or "
                              f"{hub.fetch_command(repo, revision, 'model', patterns)}"))
@@ -240,20 +241,12 @@ def _local_hub_snapshot(repo: str, revision: str, pipeline: bool) -> Path | None
     """The snapshot the job would use, from the local caches only (never the network)."""
     from editrobust import hub
 
-    saved = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         if pipeline:
-            return hub.snapshot(repo, revision, pipeline=True)
-        return hub.snapshot(repo, revision, allow_patterns=["config.json", "*.safetensors"],
-                            ignore_patterns=[f"*.{v}.safetensors" for v in hub.WEIGHT_VARIANTS])
+            return hub.snapshot(repo, revision, pipeline=True, local_only=True)
+        return hub.snapshot(repo, revision, local_only=True, **hub.MODEL_PATTERNS)
     except (hub.SnapshotMissing, FileNotFoundError, OSError, ValueError):
         return None
-    finally:
-        if saved is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved
 
 
 def check_download(name: str, configfile: str | None = None) -> Check:
@@ -281,9 +274,10 @@ def _weights_check(owner: str, locate) -> Check:
 
 
 def check_clip_model(name: str, config: Mapping) -> Check:
+    from editrobust.scoring import clip_model_spec
     from editrobust.scoring.embeddings import resolve
 
-    return _weights_check(f"clip_models.{name}", lambda: resolve({"name": name, **config["clip_models"][name]})[0])
+    return _weights_check(f"clip_models.{name}", lambda: resolve(clip_model_spec(config, name))[0])
 
 
 def weight_checks(plan: Plan, config: Mapping) -> list[Check]:
@@ -376,10 +370,8 @@ def model_sizes(entry: Mapping) -> ModelSizes:
 
     if entry["kind"] == "toy":
         from editrobust.models.builders import build_sd1_pipeline
-        from editrobust.models.toy import ToyTrainingConfig
 
-        sizes = ToyTrainingConfig.from_dict({k: v for k, v in (entry.get("toy") or {}).items()
-                                             if k != "eval_images_per_concept"}).sizes
+        sizes = (entry.get("toy") or {}).get("sizes") or {}  # ToyTrainingConfig.sizes: SD1Sizes overrides
 
         def factory():
             return build_sd1_pipeline(sizes)

@@ -25,7 +25,7 @@ from editrobust.editors import EDITORS
 from editrobust.report import resolve as resolve_figure
 from editrobust.report import input_paths as figure_input_paths
 from editrobust.report.spec import kit_index_paths, kit_labels_paths
-from editrobust.scoring import SCORERS
+from editrobust.scoring import SCORERS, clip_model_spec
 from editrobust.tables import edit_records
 from editrobust.tables import input_paths as table_input_paths
 from editrobust.tables import resolve as resolve_table
@@ -159,7 +159,7 @@ class Rules:
 
     def clip_model_slice(self, wildcards) -> str:
         """A `clip_models` entry plus its name: what the embeddings and the CLIP scorers load."""
-        return canonical({"name": wildcards.clip_model, **self.config["clip_models"][wildcards.clip_model]})
+        return canonical(clip_model_spec(self.config, wildcards.clip_model))
 
     def scorer_slice(self, wildcards) -> str:
         """The scorer's entry with what it names elsewhere resolved (scoring.Scorer.resolved: a CLIP
@@ -182,7 +182,7 @@ class Rules:
                  if k not in ("models", "variants")}
         if entry.get("clip_score") is not None:
             name = entry["clip_score"]["clip_model"]
-            entry["clip_score"] = {**entry["clip_score"], "clip_model": {"name": name, **self.config["clip_models"][name]}}
+            entry["clip_score"] = {**entry["clip_score"], "clip_model": clip_model_spec(self.config, name)}
         return canonical(entry)
 
     def quality_inputs(self, wildcards) -> dict:

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from editrobust.plugins import Param, Plugin, Registry
+from editrobust.variant_names import BASE, ed
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def edit_model(base_dir: str | Path, editor: str, entry: Mapping, out_dir: str |
     log.info("%s changed %d tensors, %d parameters (largest relative change %.2e)", editor,
              sum(len(t) for t in delta.values()), n_params, change)
     return write_delta_variant(out_dir, delta, dict(
-        name=f"ed-{editor}", kind="edit", parent="base", method=entry["method"], params=job.entry, result=info,
+        name=ed(editor), kind="edit", parent=BASE, method=entry["method"], params=job.entry, result=info,
         reached=outcome.reached if outcome else None, target=asdict(outcome) if outcome else None,
         relative_change=change))
 

@@ -232,7 +232,7 @@ def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, stat
                      log_rows[-1]["lr"], log_rows[-1]["steps_per_s"])
             t_last = now
         if done in save_at:
-            export(state_dir / CHECKPOINTS / f"{variant}@{done}", done)
+            export(state_dir / CHECKPOINTS / variant_names.at_step(variant, done), done)
         if p["checkpoint_every"] and done % p["checkpoint_every"] == 0 and done < total:
             save_state(done)
         if on_step is not None:

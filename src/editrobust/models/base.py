@@ -54,9 +54,7 @@ def snapshot_hub_model(name: str, entry: dict, out_json: str | Path) -> dict:
     info = dict(type="hub", variant=entry.get("variant"), **hub.describe_snapshot(entry["hub_id"], entry["revision"], path))
     if entry.get("vae"):
         vae = entry["vae"]
-        vae_path = hub.snapshot(vae["hub_id"], vae["revision"], owner=f"{owner}.vae",
-                                allow_patterns=["config.json", "*.safetensors"],
-                                ignore_patterns=[f"*.{v}.safetensors" for v in hub.WEIGHT_VARIANTS])
+        vae_path = hub.snapshot(vae["hub_id"], vae["revision"], owner=f"{owner}.vae", **hub.MODEL_PATTERNS)
         info["vae"] = hub.describe_snapshot(vae["hub_id"], vae["revision"], vae_path)
     with atomic_path(out_json) as tmp:
         write_json(tmp, info)

@@ -29,7 +29,7 @@ from editrobust.tables.debias import female_indicator
 from editrobust.tables.load import TableInputError, read_scores
 from editrobust.plugins import Derived, Param
 from editrobust.tables.spec import CLUSTERS, ScoreKey
-from editrobust.variant_names import checkpoint_steps
+from editrobust.variant_names import checkpoint_steps, ed
 
 from . import COMMON, FigureKind
 from .spec import (PERSISTENCE_METRICS, REFACT_METRICS, SAFETY_METRICS, FigureInputError, entry_reference_problems,
@@ -121,7 +121,7 @@ def build(spec: Mapping, files: Mapping[str, Path]):
     names = spec["names"]
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
-    edited = data[data["variant"] == f"ed-{spec['editor']}"].iloc[0]
+    edited = data[data["variant"] == ed(spec["editor"])].iloc[0]
     ax.axhline(edited["value"], color="black", ls=":", lw=1, label="M_ed (before fine-tuning)")
     if spec["base"]:
         ax.axhline(data.loc[data["variant"] == "base", "value"].iloc[0], color="gray", ls="--", lw=1, label="M (unedited)")

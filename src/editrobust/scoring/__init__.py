@@ -33,6 +33,12 @@ from editrobust.plugins import Param, Plugin, Registry, reference_problems
 from editrobust.scoring.common import DEFAULT_BLACK_THRESHOLD
 
 
+def clip_model_spec(config: Mapping, name: str) -> dict:
+    """The `clip_models.<name>` entry with its name: what loads the model (embeddings.resolve), and
+    the param slice of every job that does (so changing the weights re-runs them)."""
+    return {"name": name, **config["clip_models"][name]}
+
+
 def text_pair(default: Mapping[str, str], doc: str) -> Param:
     """A zero-shot CLIP scorer's two texts, one per label (`default`'s keys), both required."""
     labels = list(default)
@@ -89,7 +95,7 @@ class ClipScorer(Scorer):
 
     @classmethod
     def resolved(cls, entry, config):
-        return {"clip_model": {"name": entry["clip_model"], **config["clip_models"][entry["clip_model"]]}}
+        return {"clip_model": clip_model_spec(config, entry["clip_model"])}
 
     @classmethod
     def locate_weights(cls, entry):

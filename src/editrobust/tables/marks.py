@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from editrobust import paths
+from editrobust.editors import Outcome
 from editrobust.variant_names import ed
 
 from .layout import HIGH, ICON, LOW, MARK
@@ -36,10 +37,8 @@ def missed_edits(records: Mapping[str, Path]) -> dict[str, str]:
     out = {}
     for editor, path in records.items():
         info = json.loads(Path(path).read_text())
-        if info.get("reached") is False:
-            target = info.get("target") or {}
-            out[editor] = (f"{ed(editor)} missed its target: {target.get('measure', 'its measure')} "
-                           f"{target.get('value', float('nan')):.3g} (target {target.get('threshold', float('nan')):.3g})")
+        if info.get("reached") is False:  # edit_model stores the method's Outcome beside it
+            out[editor] = f"{ed(editor)} missed its target: {Outcome(**info['target']).describe()}"
     return out
 
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 
 from editrobust.plugins import Param
+from editrobust.variant_names import ed
 
 from .. import EditJob, Editor, Outcome
 
@@ -81,7 +82,7 @@ class UceDebias(Editor):
         where = f"editors.{name}"
         if entry["classifier"] == "oracle":
             models = config.get("models") or {}
-            users = {ev["model"] for ev in config.get("evaluations") or [] if f"ed-{name}" in ev.get("variants", [])}
+            users = {ev["model"] for ev in config.get("evaluations") or [] if ed(name) in ev.get("variants", [])}
             return [f"{where}.classifier: the oracle classifier needs a toy model; model {m!r} is not one"
                     for m in sorted(users) if (models.get(m) or {}).get("kind") != "toy"]
         clip_models = config.get("clip_models") or {}
@@ -98,7 +99,9 @@ class UceDebias(Editor):
         entry = cls.with_defaults(entry)
         if entry["classifier"] != "clip":
             return {}
-        return {"clip_model": {"name": entry["clip_model"], **config["clip_models"][entry["clip_model"]]}}
+        from editrobust.scoring import clip_model_spec
+
+        return {"clip_model": clip_model_spec(config, entry["clip_model"])}
 
     @classmethod
     def changed_parameters(cls, pipe, entry):
