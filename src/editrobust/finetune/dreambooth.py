@@ -79,6 +79,10 @@ class DreamBooth(FullFinetune):
         fill = dict(identifier=self.settings["identifier"], class_name=self.class_name(cache))
         return self.settings["instance_prompt"].format(**fill), self.settings["class_prompt"].format(**fill)
 
+    @property
+    def samples_before_training(self) -> bool:
+        return bool(self.settings["with_prior_preservation"])
+
     def prepare(self, pipe, cache: LatentCache, generator: torch.Generator) -> None:
         self.instance_text, self.class_text = self.texts(cache)
         if not self.settings["with_prior_preservation"]:

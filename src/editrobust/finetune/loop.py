@@ -18,6 +18,20 @@ a failed job's outputs, and a resumed job could not recreate checkpoints older t
 
 A non-finite loss raises `FloatingPointError` naming the step, method and variant; nothing is
 written and the state is removed (resuming would only reach the same NaN).
+
+Precision and memory (the fine-tuner's keys; the defaults are plain float32 on one device, bit
+for bit the loop before these keys existed). The loop runs on `accelerate`'s `Accelerator`, as
+diffusers' training scripts do:
+
+- `gradient_accumulation_steps`: an optimizer step is that many micro-batches of `batch` rows, each
+  drawn, forwarded and back-propagated in turn (`accelerator.accumulate`, the loss divided by the
+  count); the gradient is that of the mean loss over all rows, as one step at the whole batch.
+- `mixed_precision` (`bf16`, `fp16`): the forward pass runs under autocast; every frozen parameter
+  is stored in the half dtype, the trained ones stay float32 (so do their gradients, the optimizer
+  state and the EMA). fp16 adds the loss scaler: a step whose gradient overflows is skipped (and
+  the scale lowered), counted in `variant.json` as `skipped_steps`; only CUDA offers it.
+- `gradient_checkpointing`: the denoiser and the trained text encoders recompute their activations
+  in the backward pass (non-reentrant checkpoints: the gradients are the same).
 """
 
 from __future__ import annotations
@@ -123,12 +137,71 @@ class _Ema:
             self.ema.restore(self.params)
 
 
+# ------------------------------------------------------------------------- precision and memory
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+MAX_SKIPPED_STEPS = 100  # fp16 overflows beyond this are a diverged run, not a loss scale settling
+
+
+def make_accelerator(settings: dict, device: torch.device, what: str):
+    """The `Accelerator` of one fine-tune: its mixed precision, its accumulation count."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    mixed = settings["mixed_precision"]
+    if mixed == "fp16" and device.type != "cuda":
+        raise ValueError(f"{what}: mixed_precision fp16 needs a CUDA device (its loss scaler), not {device}; "
+                         f"use bf16 (or no)")
+    # The accelerator state is a process-wide singleton that refuses a second, different precision;
+    # a workflow job trains once, but tests and benchmarks train several models in one process.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=device.type == "cpu", mixed_precision=mixed, device_placement=False,
+                       gradient_accumulation_steps=int(settings["gradient_accumulation_steps"]))
+
+
+def store_frozen_in(pipe, trained: list[tuple[str, torch.nn.Parameter]], dtype: torch.dtype) -> None:
+    """Mixed precision: every frozen parameter (and floating buffer) of the pipeline in `dtype`,
+    except, in float16, those a model class keeps in float32 against overflow (T5's `wo`
+    projections: `_keep_in_fp32_modules`); the trained parameters stay float32 (the optimizer's
+    master weights)."""
+    keep = {id(prm) for _, prm in trained}
+    for module in pipe.components.values():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        fp32_names = (getattr(module, "_keep_in_fp32_modules", None) or []) if dtype == torch.float16 else []
+        for name, sub in module.named_modules():
+            if any(part in fp32_names for part in name.split(".")):
+                continue
+            for prm in sub.parameters(recurse=False):
+                if id(prm) not in keep and prm.is_floating_point():
+                    prm.data = prm.data.to(dtype)
+            for key, buf in sub.named_buffers(recurse=False):
+                if buf.is_floating_point() and not any(id(p) in keep for p in sub.parameters(recurse=False)):
+                    sub._buffers[key] = buf.to(dtype)
+
+
+def enable_gradient_checkpointing(pipe, trained: list[tuple[str, torch.nn.Parameter]]) -> None:
+    """Checkpoint the denoiser (a text-encoder adapter's gradient flows through it too) and every
+    text encoder that trains; a frozen text encoder holds no activations for the backward pass."""
+    from editrobust.finetune.objectives import denoiser, text_encoder_names
+
+    denoiser(pipe).enable_gradient_checkpointing()
+    training = {name.split(".", 1)[0] for name, _ in trained}
+    for name in text_encoder_names(pipe):
+        if name in training:
+            getattr(pipe, name).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 # ------------------------------------------------------------------------------------------ loop
 def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, state_dir: str | Path, info: dict,
           fingerprint_value: str = "", device: str | torch.device = "cpu",
-          on_step: Callable[[int], None] | None = None) -> dict:
+          on_step: Callable[[int], None] | None = None, checkpoints: list[int] | None = None) -> dict:
     """Fine-tune `pipe` (the parent variant, loaded) with `method` on `cache`; write the variant
     `out_dir` (and its `@<step>` siblings). `info` is recorded in `variant.json`. Returns that info.
+
+    `checkpoints`: the steps whose `@<step>` siblings are written (the workflow passes the ones
+    its rule declares, only for variants something reads checkpoints of: a persistence figure's
+    points); None = every multiple of the method's `save_every`. Which are written never changes
+    the final variant.
 
     `on_step(step)` is called after each completed step (and its checkpointing); tests use it to
     simulate a kill.
@@ -139,16 +212,27 @@ def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, stat
     p = method.settings
     variant = out_dir.name
     device = torch.device(device)
-    pipe.to(device)
+    accelerator = make_accelerator(p, device, f"fine-tune {variant}")
     generator = torch.Generator().manual_seed(int(p["seed"]))
     torch.manual_seed(int(p["seed"]))
+    if method.samples_before_training:
+        pipe.to(device)
     method.prepare(pipe, cache, generator)
     named = method.setup(pipe)
     if not named:
         raise ValueError(f"fine-tune {variant} ({method.name}): nothing to train")
+    if p["mixed_precision"] != "no":
+        store_frozen_in(pipe, named, HALF[p["mixed_precision"]])
+    if p["gradient_checkpointing"]:
+        enable_gradient_checkpointing(pipe, named)
+    pipe.to(device)  # after the casts: a half-precision frozen module never exists in float32 on the device
     params = [prm for _, prm in named]
     optimizer = method.make_optimizer(params)
     scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=int(p["lr_warmup_steps"]))
+    # the optimizer steps (and the scheduler with it) only at the last micro-batch of a step, and
+    # not at all when fp16's loss scaler finds an overflow
+    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+    skipped = 0
     ema = _Ema(params, p["ema_decay"]) if p.get("use_ema") else None
     log_rows: list[dict] = []
     start = 0
@@ -167,6 +251,9 @@ def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, stat
             scheduler.load_state_dict(state["scheduler"])
             if ema is not None:
                 ema.ema.load_state_dict(state["ema"])
+            if accelerator.scaler is not None and state.get("scaler"):
+                accelerator.scaler.load_state_dict(state["scaler"])
+            skipped = int(state.get("skipped", 0))
             set_rng_states(state["rng"], generator)
             start, log_rows = int(state["step"]), list(state["log"])
             log.info("resuming %s from step %d (%s)", variant, start, state_path)
@@ -176,17 +263,24 @@ def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, stat
         state = {"fingerprint": fingerprint_value, "step": step, "log": log_rows,
                  "params": {n: prm.detach().cpu().clone() for n, prm in named},
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "ema": ema.ema.state_dict() if ema is not None else None, "rng": rng_states(generator)}
+                 "ema": ema.ema.state_dict() if ema is not None else None, "rng": rng_states(generator),
+                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                 "skipped": skipped}
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
 
     def export(target: Path, step: int) -> dict:
         record = dict(info, steps_trained=step)
+        if accelerator.scaler is not None:
+            record["skipped_steps"] = skipped
         fn = lambda: write_variant(target, pipe, method, record, [r for r in log_rows if r["step"] <= step])  # noqa: E731
         return ema.exported(fn) if ema is not None else fn()
 
     total = int(p["steps"])
-    save_at = set(checkpoint_steps(p))
+    save_at = set(checkpoint_steps(p) if checkpoints is None else checkpoints)
+    outside = sorted(s for s in save_at if not 0 < s < int(p["steps"]))
+    if outside:
+        raise ValueError(f"fine-tune {variant}: checkpoints {outside} are not steps between 0 and its {p['steps']} steps")
     t0, t_last, done_since = time.time(), time.time(), 0
     log.info("fine-tune %s with %s: %d steps, %d trainable tensors, on %s", variant, method.name, total,
              len(named), device)
@@ -205,30 +299,44 @@ def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, stat
                                   f"{kept}. Lower the learning rate (lr) or max_grad_norm; nothing was written")
 
     for step in tqdm(range(start, total), desc=f"fine-tune {variant}", initial=start, total=total, mininterval=5):
-        latents, prompts = method.batch(cache, generator)
-        z0 = scale_latents(pipe, latents.to(device))
-        loss = method.reduce(per_sample_loss(pipe, z0, prompts, generator))
-        if not torch.isfinite(loss):
-            raise stop(step, f"loss is {loss.item()}", keep_state=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        # clipping at infinity only measures the norm (the gradients are multiplied by exactly 1)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, p["max_grad_norm"] or float("inf"))
-        if not torch.isfinite(grad_norm):
-            raise stop(step, f"the gradient norm is {grad_norm.item()}", keep_state=True)
-        optimizer.step()
-        if not torch.stack([torch.isfinite(prm).all() for prm in params]).all():  # one device sync
-            raise stop(step, "a trained weight is no longer finite", keep_state=False)
-        scheduler.step()
-        if ema is not None:
-            ema.step()
+        accumulated = 0.0  # the step's loss: the mean over its micro-batches
+        for _ in range(accelerator.gradient_accumulation_steps):
+            with accelerator.accumulate():
+                latents, prompts = method.batch(cache, generator)
+                z0 = scale_latents(pipe, latents.to(device))
+                with accelerator.autocast():
+                    loss = method.reduce(per_sample_loss(pipe, z0, prompts, generator))
+                if not torch.isfinite(loss):
+                    raise stop(step, f"loss is {loss.item()}", keep_state=True)
+                accumulated += loss.item() / accelerator.gradient_accumulation_steps
+                accelerator.backward(loss)  # divided by the accumulation count; scaled under fp16
+                if accelerator.sync_gradients:
+                    # unscales fp16 gradients first; clipping at infinity only measures the norm
+                    # (the gradients are multiplied by exactly 1)
+                    grad_norm = accelerator.clip_grad_norm_(params, p["max_grad_norm"] or float("inf"))
+                    if not torch.isfinite(grad_norm) and accelerator.scaler is None:
+                        raise stop(step, f"the gradient norm is {grad_norm.item()}", keep_state=True)
+                optimizer.step()  # a no-op before the last micro-batch, or on an fp16 overflow
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        if optimizer.step_was_skipped:
+            skipped += 1
+            log.warning("step %d: the fp16 gradient overflowed; the step was skipped and the loss scale lowered to "
+                        "%g (%d skipped so far)", step + 1, accelerator.scaler.get_scale(), skipped)
+            if skipped > MAX_SKIPPED_STEPS:
+                raise stop(step, f"{skipped} steps were skipped for fp16 overflows", keep_state=True)
+        else:
+            if not torch.stack([torch.isfinite(prm).all() for prm in params]).all():  # one device sync
+                raise stop(step, "a trained weight is no longer finite", keep_state=False)
+            if ema is not None:
+                ema.step()
         done = step + 1
         done_since += 1
         now = time.time()
-        log_rows.append(dict(step=done, loss=round(loss.item(), 6), lr=method.effective_lr(optimizer),
+        log_rows.append(dict(step=done, loss=round(accumulated, 6), lr=method.effective_lr(optimizer),
                              steps_per_s=round(done_since / max(now - t0, 1e-9), 3)))
         if done % 25 == 0 or done == total or now - t_last > 30:
-            log.info("step %d/%d loss %.4f lr %.3g (%.2f steps/s)", done, total, loss.item(),
+            log.info("step %d/%d loss %.4f lr %.3g (%.2f steps/s)", done, total, accumulated,
                      log_rows[-1]["lr"], log_rows[-1]["steps_per_s"])
             t_last = now
         if done in save_at:

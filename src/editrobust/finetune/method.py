@@ -48,6 +48,16 @@ COMMON = {
     "prodigy_use_bias_correction": Param({"type": "boolean"}, True, doc="Prodigy: bias correction"),
     "prodigy_safeguard_warmup": Param({"type": "boolean"}, True, doc="Prodigy: safeguard warm-up"),
     "prodigy_d0": Param(POSITIVE, 1e-6, doc="Prodigy's initial d (the Prodigy flags are the recommended ones)"),
+    "gradient_accumulation_steps": Param({"type": "integer", "minimum": 1}, 1,
+                                         doc="micro-batches of `batch` images per optimizer step (the effective "
+                                             "batch is batch × this; the scripts' `--gradient_accumulation_steps`)"),
+    "mixed_precision": Param({"enum": ["no", "bf16", "fp16"]}, "no",
+                             doc="`no`: everything in float32; `bf16` / `fp16`: the forward pass under autocast, "
+                                 "frozen modules stored in that dtype, trained parameters (and EMA, optimizer "
+                                 "state) in float32; fp16 with a loss scaler (GPU only)"),
+    "gradient_checkpointing": Param({"type": "boolean"}, False,
+                                    doc="recompute activations in the backward pass (denoiser and trained text "
+                                        "encoders): less memory, one more forward pass of them per step"),
     "max_grad_norm": Param({"type": "number", "minimum": 0}, 1.0, doc="gradient-norm clipping (0 = off)"),
     "random_flip": Param({"type": "boolean"}, False,
                          doc="mirror rows at random (from the cached mirrored latents); off for the toy world, "
@@ -140,6 +150,12 @@ class Finetuner(Plugin):
         return float(group["lr"] * group.get("d", 1.0))
 
     # --- data ------------------------------------------------------------------------------
+    @property
+    def samples_before_training(self) -> bool:
+        """Whether `prepare` samples images from the parent model (it then runs on the training
+        device, in float32); otherwise the model moves to the device only once it is set up."""
+        return False
+
     def prepare(self, pipe, cache: LatentCache, generator: torch.Generator) -> None:
         """Work before the first step on the untouched parent model (DreamBooth's class images)."""
 
