@@ -39,11 +39,11 @@ from types import SimpleNamespace
 
 from editrobust import paths
 from editrobust import variant_names as vn
+from editrobust.models import FAMILY_ARCHITECTURE
 
 OK, MISSING, FAIL, INFO = "ok", "missing", "too small", "info"
 # PNG bytes per pixel of a sampled image: SD outputs at 512 px are about 0.4 MB (1.5 B/px).
 PNG_BYTES_PER_PIXEL = 1.5
-FAMILY_ARCHITECTURE = {"sd1": "sd14", "sdxl": "sdxl", "flux": "flux_schnell"}
 # Bytes per parameter of the released weight files a snapshot fetches (no precision variant):
 # SD1.4 and SDXL base publish float32 files, FLUX.1-schnell bfloat16.
 RELEASED_BYTES = {"sd1": 4, "sdxl": 4, "flux": 2}
@@ -376,6 +376,12 @@ def model_sizes(entry: Mapping) -> ModelSizes:
         def factory():
             return build_sd1_pipeline(sizes)
         dtype_bytes = 4
+    elif entry["kind"] == "random" and entry.get("size") == "tiny":
+        from editrobust.models.full_size import build_random_pipeline
+
+        def factory():
+            return build_random_pipeline(FAMILY_ARCHITECTURE[entry["family"]], "tiny")
+        dtype_bytes = 4
     else:
         from editrobust.models.full_size import meta_pipeline
 
@@ -484,8 +490,8 @@ def disk_plan(plan: Plan, config: Mapping, sizes: Mapping[str, ModelSizes]) -> l
     for f in todo(paths.VARIANT_JSON):
         s, variant = sizes[f["model"]], vn.parse(f["variant"])
         if not variant.steps:
-            toy = config["models"][f["model"]]["kind"] == "toy"
-            items.append(DiskItem("base", s.total * 4 if toy else 0))
+            stored_here = config["models"][f["model"]]["kind"] in ("toy", "random")  # float32 files in the base
+            items.append(DiskItem("base", s.total * 4 if stored_here else 0))
         elif variant.steps[-1].kind == vn.EDIT:
             name = variant.steps[-1].name
             n = edit_parameters(s, name, config["editors"][name])

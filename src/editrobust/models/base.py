@@ -1,4 +1,5 @@
-"""Prepare a base model variant: train the toy model, or register a local diffusers directory."""
+"""Prepare a base model variant: train the toy model, register a local diffusers directory or a hub
+snapshot, or build a released architecture with random weights (`kind: random`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def prepare_base_model(name: str, entry: dict, out_dir: str | Path, snapshot_jso
         return info
     if entry["kind"] == "hub":
         return _prepare_hub(name, entry, out_dir, snapshot_json)
+    if entry["kind"] == "random":
+        return _prepare_random(name, entry, out_dir)
     raise ValueError(f"models.{name}.kind: unknown kind {entry['kind']!r}")
 
 
@@ -78,6 +81,26 @@ def _prepare_hub(name: str, entry: dict, out_dir: Path, snapshot_json: str | Pat
     info = dict(name=name, kind="base", parent=None, method=None, params=entry, source=source,
                 versions=library_versions())
     with atomic_dir(out_dir) as tmp:
+        write_json(tmp / VARIANT_FILE, info)
+    return info
+
+
+def _prepare_random(name: str, entry: dict, out_dir: Path) -> dict:
+    """A released architecture (SD1.4, SDXL base 1.0, FLUX.1-schnell; `size: tiny`: the test
+    models) with random weights, seeded, written once as a float32 diffusers directory: the whole
+    grid runs on it at true size with nothing downloaded (its images and scores mean nothing; its
+    time and memory are the real models')."""
+    from editrobust.models import FAMILY_ARCHITECTURE
+    from editrobust.models.full_size import build_random_pipeline
+
+    size, seed = entry.get("size", "full"), int(entry.get("seed", 0))
+    log.info("building %s (%s size) with random weights, seed %d", entry["family"], size, seed)
+    pipe = build_random_pipeline(FAMILY_ARCHITECTURE[entry["family"]], size, seed=seed)
+    with atomic_dir(out_dir) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        info = dict(name=name, kind="base", parent=None, method="random", params=entry,
+                    source={"type": "random", "family": entry["family"], "size": size, "seed": seed},
+                    versions=library_versions(), checksums=file_checksums(tmp))
         write_json(tmp / VARIANT_FILE, info)
     return info
 

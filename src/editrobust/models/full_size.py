@@ -151,12 +151,12 @@ def _full_size(arch: str, device, dtype):
     raise ValueError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
 
 
-def _tiny(arch: str):
+def _tiny(arch: str, seed: int = 0):
     from editrobust.models.builders import build_sd1_pipeline
     from editrobust.models.tiny import build_tiny_flux_pipeline, build_tiny_sdxl_pipeline
 
-    builders = {"sd14": lambda: build_sd1_pipeline(TINY_SD1_SIZES), "sdxl": build_tiny_sdxl_pipeline,
-                "flux_schnell": build_tiny_flux_pipeline}
+    builders = {"sd14": lambda: build_sd1_pipeline(TINY_SD1_SIZES, seed=seed),
+                "sdxl": lambda: build_tiny_sdxl_pipeline(seed), "flux_schnell": lambda: build_tiny_flux_pipeline(seed)}
     if arch not in builders:
         raise ValueError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
     return builders[arch]()
@@ -170,7 +170,7 @@ def build_random_pipeline(arch: str, size: str = "full", device: str | torch.dev
     if size == "full":
         pipe = _full_size(arch, device, dtype)
     elif size == "tiny":
-        pipe = _tiny(arch).to(device=device, dtype=dtype)
+        pipe = _tiny(arch, seed).to(device=device, dtype=dtype)
     else:
         raise ValueError(f"size must be 'full' or 'tiny', not {size!r}")
     pipe.set_progress_bar_config(disable=True)

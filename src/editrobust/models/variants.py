@@ -167,7 +167,7 @@ def fuse_lora_adapter(pipe, variant_dir: str | Path, adapter: dict):
 
 
 def base_dtype(info: dict) -> torch.dtype | None:
-    """The dtype a hub model is loaded in (`models.<name>.dtype`); None = the files' own."""
+    """The dtype a hub or random model is sampled in (`models.<name>.dtype`); None = the files' own."""
     name = (info.get("params") or {}).get("dtype")
     return torch_dtype(name) if name else None
 
@@ -191,7 +191,7 @@ def _load_base(variant_dir: Path, dtype: torch.dtype | None):
 
     kwargs = dict(use_safetensors=True, local_files_only=True)
     source = read_variant(variant_dir).get("source", {})
-    if dtype is None and source.get("type") == "hub":
+    if dtype is None and source.get("type") in ("hub", "random"):
         dtype = base_dtype(read_variant(variant_dir))
     if dtype is not None:
         kwargs[_dtype_kwarg()] = dtype
