@@ -212,17 +212,11 @@ def warm_rerun(workdir: Path, config: Path, table: str, repeats: int) -> dict:
 
 # ----------------------------------------------------------------------------------- 5. peak RSS
 def peak_rss(workdir: Path, top: int = 3) -> list[dict]:
-    rows = []
-    root = workdir / "benchmarks" / "rules"
-    for tsv in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
-        lines = tsv.read_text().splitlines()
-        if len(lines) < 2 or "max_rss" not in lines[0].split("\t"):
-            continue
-        col = lines[0].split("\t").index("max_rss")
-        values = [float(v) for line in lines[1:] if (v := line.split("\t")[col]) not in ("", "NA", "-")]
-        if values:
-            rows.append(dict(job=str(tsv.relative_to(root).with_suffix("")), max_rss_mb=max(values),
-                             wall_s=float(lines[-1].split("\t")[0])))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, also when loaded by path
+    from rule_benchmarks import read_rule_benchmarks
+
+    rows = [dict(job=f"{r['rule']}/{r['job']}", max_rss_mb=r["max_rss_mb"], wall_s=r["seconds"])
+            for r in read_rule_benchmarks(workdir)]
     return sorted(rows, key=lambda r: -r["max_rss_mb"])[:top]
 
 

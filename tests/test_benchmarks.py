@@ -94,3 +94,27 @@ def test_quick_run_prints_every_figure(run_all, tmp_path, capsys, one_thread, ti
     for line in ("1. sampling", "ratio:", "2. shared work", "3. storage", "cold run (Snakemake's elapsed time): 3770.0 s",
                  "warm re-run (nothing to do): not measured", "1400.5 MB  prepare_base_model/toy"):
         assert line in out
+
+
+def test_rule_benchmarks_prints_each_job_and_the_totals(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("rule_benchmarks", REPO / "benchmarks" / "rule_benchmarks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    rules = tmp_path / "benchmarks" / "rules"
+    for rel, lines in {"sample_promptset/sd14/base/p.tsv": ["10.0\t0\t900.5", "12.0\t0\t950.0"],  # re-run: last line
+                       "sample_promptset/sd14/ed-x/p.tsv": ["8.0\t0\t800.0"],
+                       "finetune_full/sd14/ft-full.tsv": ["100.0\t0\t17000.0"],
+                       "edit_model/sd14/x.tsv": ["NA\tNA\tNA"]}.items():  # killed before a measurement
+        (rules / rel).parent.mkdir(parents=True, exist_ok=True)
+        (rules / rel).write_text(header + "".join(line + "\t1" * 7 + "\n" for line in lines))
+    rows = module.read_rule_benchmarks(tmp_path)
+    assert [(r["rule"], r["job"], r["seconds"], r["max_rss_mb"]) for r in rows] == [
+        ("finetune_full", "sd14/ft-full", 100.0, 17000.0), ("sample_promptset", "sd14/base/p", 12.0, 950.0),
+        ("sample_promptset", "sd14/ed-x/p", 8.0, 800.0)]
+    per_rule = module.by_rule(rows)
+    assert per_rule[1] == dict(rule="sample_promptset", jobs=2, seconds=20.0, max_seconds=12.0, max_rss_mb=950.0)
+    module.main(["--workdir", str(tmp_path), "--by-rule", "--markdown"])
+    out = capsys.readouterr().out
+    assert "| finetune_full | 1 | 100.0 | 100.0 | 17000 |" in out
+    assert "3 jobs, 120 s in all" in out and "largest peak RSS 17000 MB (finetune_full sd14/ft-full)" in out

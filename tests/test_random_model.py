@@ -52,3 +52,14 @@ def test_the_config_takes_a_random_model_and_names_a_wrong_key(repo):
     config["models"]["rnd"] = {"kind": "random", "family": "sd1", "hub_id": "a/b"}
     with pytest.raises(ConfigError, match="models.rnd"):
         validate_config(config)
+
+
+def test_a_random_clip_model_is_seeded_and_reads_no_file():
+    from editrobust.scoring.embeddings import describe, load_clip, resolve
+
+    spec = {"name": "rnd", "arch": "ViT-B-32", "random_seed": 1}
+    assert resolve(spec) == ("ViT-B-32", None, {}) and describe(spec) == "rnd(ViT-B-32:random-seed-1)"
+    a, b, c = load_clip(spec), load_clip(spec), load_clip(dict(spec, random_seed=2))
+    first = [p for p in a.model.parameters()][:3]
+    assert all(torch.equal(x, y) for x, y in zip(first, b.model.parameters()))
+    assert not torch.equal(first[0], next(c.model.parameters()))

@@ -61,6 +61,8 @@ def describe(spec: dict) -> str:
         src = f"hf:{spec['hub_id']}"
     elif spec.get("pretrained"):
         src = f"{spec.get('arch')}:{spec['pretrained']}"
+    elif spec.get("random_seed") is not None and not spec.get("weights"):
+        src = f"{spec.get('arch')}:random-seed-{spec['random_seed']}"
     else:
         src = f"{spec.get('arch') or 'local-dir'}:{spec.get('weights')}"
     return f"{spec.get('name', '?')}({src})"
@@ -97,6 +99,8 @@ def resolve(spec: dict) -> tuple[str, str | None, dict]:
         return spec["arch"], str(path), kwargs
     if spec.get("hub_id"):
         return f"local-dir:{_cached_hub_dir(spec['hub_id'], name)}", None, kwargs
+    if spec.get("arch") and spec.get("random_seed") is not None:
+        return spec["arch"], None, kwargs  # random weights: load_clip seeds them
     if spec.get("arch") and spec.get("pretrained"):
         import open_clip
 
@@ -107,7 +111,8 @@ def resolve(spec: dict) -> tuple[str, str | None, dict]:
         # The tag's activation (OpenAI's weights use QuickGELU), in case the repo config omits it.
         kwargs["force_quick_gelu"] = bool(tag.get("quick_gelu", False))
         return f"local-dir:{_cached_hub_dir(tag['hf_hub'].rstrip('/'), name)}", None, kwargs
-    raise ValueError(f"clip_models.{name}: give `weights` (a path), `hub_id`, or `arch` + `pretrained`")
+    raise ValueError(f"clip_models.{name}: give `weights` (a path), `hub_id`, `arch` + `pretrained`, or `arch` + "
+                     f"`random_seed`")
 
 
 def load_clip(spec: dict, device: str = "cpu") -> ClipModel:
@@ -115,6 +120,10 @@ def load_clip(spec: dict, device: str = "cpu") -> ClipModel:
     import open_clip
 
     model_name, pretrained, kwargs = resolve(spec)
+    if spec.get("random_seed") is not None:
+        import torch
+
+        torch.manual_seed(int(spec["random_seed"]))
     model, _, preprocess = open_clip.create_model_and_transforms(
         model_name, pretrained=pretrained, device=device, weights_only=True, **kwargs)
     model.eval()

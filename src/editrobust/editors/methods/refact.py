@@ -20,6 +20,10 @@ from ..prompts import REFACT_POSITIONS, REFACT_TEMPLATES
 log = logging.getLogger(__name__)
 
 TOY_CORPUS = "toy_captions"
+# The built-in corpora (no download): captions of the toy base world, and a 1,000-caption sample
+# of them for profiling runs on real-size encoders (config/realsize.yaml), whose statistic over
+# 20,000 texts would take an hour on a CPU.
+BUILTIN_CORPORA = {TOY_CORPUS: 20_000, "toy_captions_1k": 1_000}
 
 
 class Refact(Editor):
@@ -33,8 +37,9 @@ class Refact(Editor):
         "layer": Param({"type": "integer", "minimum": 0}, required=True,
                        doc="0-based encoder layer whose `mlp.fc2` is edited"),
         "statistics": Param({"$ref": "#/$defs/name"}, TOY_CORPUS,
-                            doc="the corpus of the cached fc2 second moment: `toy_captions`, or a `downloads` entry "
-                                "of kind `wikitext103` whose sampled lines are read"),
+                            doc="the corpus of the cached fc2 second moment: `toy_captions` (`toy_captions_1k`: its "
+                                "first 1,000, for profiling), or a `downloads` entry of kind `wikitext103` whose "
+                                "sampled lines are read"),
         "position": Param({"enum": list(REFACT_POSITIONS)}, "subject_last",
                           doc="the lookup: `subject_last` (the paper), `eos`, or `tail` (our departure for denoisers "
                               "that read the padding: the end token and every pad after it; refact.py)"),
@@ -58,7 +63,7 @@ class Refact(Editor):
 
     @classmethod
     def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
-        if entry["statistics"] == TOY_CORPUS:
+        if entry["statistics"] in BUILTIN_CORPORA:
             return []
         return reference_problems(f"editors.{name}.statistics", entry["statistics"], config, "downloads", "wikitext103")
 
@@ -124,12 +129,13 @@ def statistics_corpus(name: str, path: str | Path | None = None) -> list[str]:
     """Texts for ReFACT's fc2 statistic. `toy_captions`: 20,000 captions of the toy base world
     (the toy's stand-in for WikiText-103 lines); any other name is a download whose `lines.txt`
     (one text per line; for WikiText-103, 100,000 sampled non-empty lines) is at `path`."""
-    if name == TOY_CORPUS:
+    if name in BUILTIN_CORPORA:
         from editrobust.toyworld.captions import sample_base_world
 
-        return sample_base_world(20_000, seed=12345)[1]
+        return sample_base_world(BUILTIN_CORPORA[TOY_CORPUS], seed=12345)[1][:BUILTIN_CORPORA[name]]
     if path is None:
-        raise ValueError(f"statistics corpus {name!r}: not {TOY_CORPUS}, and no lines file given")
+        raise ValueError(f"statistics corpus {name!r}: not one of {', '.join(BUILTIN_CORPORA)}, and no lines file "
+                         f"given")
     from editrobust.data.downloads import read_corpus_lines
 
     return read_corpus_lines(path)
