@@ -4,12 +4,19 @@ Each iteration samples every concept, classifies the images' gender, and re-solv
 form with each concept's key shifted along the attribute directions until the measured ratios
 reach the desired ones (uce.py: `uce_debias`). The classifier is the toy world's oracle on toy
 models or zero-shot OpenCLIP on real ones.
+
+A long vocabulary (the paper grid's 40 WinoBias occupations, UCE's edit templates and its preserve
+set of 188 professions) lives in a data file named by `vocabulary`, with its source in a header
+comment: the file gives `concepts`, `edit_templates` and/or `preserve_concepts`, and the entry
+leaves those keys out. The file is an input of the edit, so changing it re-runs the edit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 from editrobust.plugins import Param
 from editrobust.variant_names import ed
@@ -23,7 +30,9 @@ TEMPLATE = {"type": "string", "pattern": "\\{\\}"}
 # The toy oracle's gender words -> UCE's attribute words.
 ORACLE_GENDER = {"man": "male", "woman": "female"}
 # Keys that configure the job around UCE's loop rather than the loop itself.
-JOB_KEYS = ("classifier", "clip_model", "classifier_texts", "images_per_iteration", "prompt_template")
+JOB_KEYS = ("classifier", "clip_model", "classifier_texts", "images_per_iteration", "prompt_template", "vocabulary")
+# The lists a `vocabulary` file may give (and the entry then leaves out).
+VOCABULARY_KEYS = ("concepts", "edit_templates", "preserve_concepts")
 
 
 class UceDebias(Editor):
@@ -32,8 +41,13 @@ class UceDebias(Editor):
     name = "uce_debias"
     params = {
         **Editor.params,
-        "concepts": Param({**CONCEPTS, "minItems": 1}, required=True,
-                          doc="the texts to debias, also the prompts sampled in the loop"),
+        "concepts": Param({**CONCEPTS, "minItems": 1},
+                          doc="the texts to debias, also the prompts sampled in the loop (required, here or in the "
+                              "`vocabulary` file)"),
+        "vocabulary": Param({"type": "string", "minLength": 1},
+                            doc="a YAML file (path relative to the working directory) giving any of `concepts`, "
+                                "`edit_templates`, `preserve_concepts` as lists of texts, which the entry then leaves "
+                                "out: long word lists with their source in the file's header (an input of the edit)"),
         "attributes": Param({**CONCEPTS, "minItems": 2}, ["male", "female"], doc="the classifier's labels"),
         "attribute_texts": Param({**CONCEPTS, "minItems": 2},
                                  doc="texts whose embeddings are the attribute directions, one per attribute "
@@ -80,6 +94,9 @@ class UceDebias(Editor):
     @classmethod
     def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
         where = f"editors.{name}"
+        problems = vocabulary_problems(where, entry)
+        if problems:
+            return problems
         if entry["classifier"] == "oracle":
             models = config.get("models") or {}
             users = {ev["model"] for ev in config.get("evaluations") or [] if ed(name) in ev.get("variants", [])}
@@ -104,6 +121,10 @@ class UceDebias(Editor):
         return {"clip_model": clip_model_spec(config, entry["clip_model"])}
 
     @classmethod
+    def inputs(cls, model: str, entry: Mapping, config: Mapping) -> dict[str, str]:
+        return {"vocabulary": entry["vocabulary"]} if "vocabulary" in entry else {}
+
+    @classmethod
     def changed_parameters(cls, pipe, entry):
         from ..uce import uce_parameter_count
 
@@ -114,6 +135,11 @@ class UceDebias(Editor):
 
         from ..uce import uce_debias
 
+        vocabulary = {}
+        if "vocabulary" in job.entry:
+            where = f"editors.{job.editor}.vocabulary"
+            vocabulary = load_vocabulary(job.inputs.get("vocabulary", job.entry["vocabulary"]), where)
+            job = dataclasses.replace(job, entry=with_vocabulary(job.entry, vocabulary, where))
         entry = job.entry
         if entry["classifier"] == "oracle":
             classify = toy_oracle_classifier
@@ -135,7 +161,65 @@ class UceDebias(Editor):
                          it["reselect_gap"], pooled)
         kept = next(it for it in iterations if it.get("selected"))
         log.info("debias keeps iteration %d", kept["iteration"])
-        return delta, {"iterations": iterations, "target": debias_outcome(kept, entry)}
+        info = {"iterations": iterations, "target": debias_outcome(kept, entry)}
+        if vocabulary:  # what the file gave, as read (variant.json's params hold only its path)
+            info["vocabulary"] = {"file": str(entry["vocabulary"]), **vocabulary}
+        return delta, info
+
+
+def load_vocabulary(path: str | Path, where: str = "vocabulary") -> dict[str, list[str]]:
+    """The lists of a `vocabulary` file: a YAML mapping of `VOCABULARY_KEYS` to non-empty lists of
+    distinct, non-empty texts (templates with exactly one `{}`), no concept also preserved.
+    ValueError naming `where`, the file and the key otherwise."""
+    from editrobust.config import ConfigError, load_yaml
+
+    try:
+        data = load_yaml(path)
+    except (OSError, ConfigError) as e:
+        raise ValueError(f"{where}: cannot read the vocabulary {path}: {e}") from None
+    unknown = sorted(set(data) - set(VOCABULARY_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: {path} has unknown key(s) {unknown}; a vocabulary gives {', '.join(VOCABULARY_KEYS)}")
+    for key, texts in data.items():
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(f"{where}: {path}: {key} must be a non-empty list of non-empty texts")
+        repeated = sorted({t for t in texts if texts.count(t) > 1})
+        if repeated:
+            raise ValueError(f"{where}: {path}: {key} repeats {repeated}")
+    bad = [t for t in data.get("edit_templates", []) if t.count("{}") != 1]
+    if bad:
+        raise ValueError(f"{where}: {path}: edit_templates {bad} must each hold exactly one '{{}}' (where the concept goes)")
+    preserved = {t.lower() for t in data.get("preserve_concepts", [])}
+    both = [c for c in data.get("concepts", []) if c.lower() in preserved]
+    if both:  # a preserve key on an edited concept pulls its own edit back
+        raise ValueError(f"{where}: {path}: {both} are both concepts and preserve_concepts")
+    return data
+
+
+def with_vocabulary(entry: Mapping, vocabulary: Mapping, where: str = "vocabulary") -> dict:
+    """The entry with the vocabulary's lists in place of its defaults; ValueError if the entry
+    sets one of them itself (to anything but its default): a list comes from one place."""
+    defaults = UceDebias.defaults()
+    clash = sorted(k for k in vocabulary if k in entry and (k not in defaults or entry[k] != defaults[k]))
+    if clash:
+        raise ValueError(f"{where}: {entry.get('vocabulary')} gives {clash}, which the entry sets too; give each "
+                         "list in one place")
+    return {**entry, **vocabulary}
+
+
+def vocabulary_problems(where: str, entry: Mapping) -> list[str]:
+    """Config-time checks of `concepts` / `vocabulary`. A vocabulary file that does not exist (yet)
+    is left to the workflow, which names it as the edit's missing input."""
+    if "vocabulary" not in entry:
+        return [] if "concepts" in entry else [f"{where}.concepts: required (in the entry or a `vocabulary` file)"]
+    path = Path(entry["vocabulary"])
+    if not path.is_file():
+        return []
+    try:
+        merged = with_vocabulary(entry, load_vocabulary(path, f"{where}.vocabulary"), f"{where}.vocabulary")
+    except ValueError as e:
+        return [str(e)]
+    return [] if "concepts" in merged else [f"{where}.concepts: required (in the entry or {path})"]
 
 
 def debias_outcome(kept: Mapping, entry: Mapping) -> Outcome:
