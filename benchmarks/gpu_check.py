@@ -11,8 +11,10 @@ Each architecture is built at full size with random weights from the released mo
   50 steps, CFG 5; FLUX.1-schnell 1024 px, 4 steps, no CFG); the rate is images per second of one
   batch, median of --repeats timed batches after a warm-up batch;
 - each fine-tuner (full, lora, dora, dreambooth, the workflow's methods with their default batch
-  sizes): steps/s and peak GPU memory of the workflow's training loop (`editrobust.finetune.train`,
-  float32 as in the workflow) on random cached latents; median over --train-steps timed steps
+  sizes): steps/s and peak GPU memory of the workflow's training loop (`editrobust.finetune.train`)
+  on random cached latents, in --train-precision (the fine-tuners' `mixed_precision`: bf16 by
+  default on a GPU, float32 with --tiny), with --gradient-checkpointing and --accumulation if
+  given (a step is an optimizer step); median over --train-steps timed steps
   after --warmup steps. The loop is stopped before it writes anything.
 
 Random weights give the real models' speed and memory, not their images. Every measurement runs
@@ -112,9 +114,12 @@ def random_latent_cache(arch: str, size: str, resolution: int, rows: int = 16) -
 
 
 def measure_finetune(arch: str, size: str, device: torch.device, method_name: str, batch: int | None,
-                     resolution: int, warmup: int, timed: int) -> dict:
-    pipe = build_random_pipeline(arch, size, device, torch.float32)
-    entry = dict(method=method_name, steps=warmup + timed + 1)
+                     resolution: int, warmup: int, timed: int, precision: str = "no", checkpointing: bool = False,
+                     accumulation: int = 1) -> dict:
+    # built on the CPU: the loop casts the frozen modules before it moves the model to the device
+    pipe = build_random_pipeline(arch, size, "cpu", torch.float32)
+    entry = dict(method=method_name, steps=warmup + timed + 1, mixed_precision=precision,
+                 gradient_checkpointing=checkpointing, gradient_accumulation_steps=accumulation)
     if batch:
         entry["batch"] = batch
     method = make_finetuner(entry)
@@ -184,7 +189,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {TASKS}")
     ap.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
     ap.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                    help="sampling precision (default bfloat16; float32 with --tiny); training is float32")
+                    help="sampling precision (default bfloat16; float32 with --tiny)")
+    ap.add_argument("--train-precision", choices=["no", "bf16", "fp16"], default=None,
+                    help="the fine-tuners' mixed_precision (default bf16; no, i.e. float32, with --tiny)")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="the fine-tuners' gradient_checkpointing")
+    ap.add_argument("--accumulation", type=int, default=1,
+                    help="gradient_accumulation_steps (a timed step is an optimizer step)")
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: per architecture)")
     ap.add_argument("--batch", type=int, default=None, help="images per pipeline call (default: per architecture)")
     ap.add_argument("--resolution", type=int, default=None, help="image size in px (default: the model's native size)")
@@ -202,6 +212,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.size = "tiny" if args.tiny else "full"
     args.device = torch.device(args.device or ("cpu" if args.tiny else "cuda"))
     args.dtype = args.dtype or ("float32" if args.tiny else "bfloat16")
+    args.train_precision = args.train_precision or ("no" if args.tiny else "bf16")
     args.repeats = args.repeats or (2 if args.tiny else 3)
     args.warmup = max(1, args.warmup or (1 if args.tiny else 2))
     args.train_steps = args.train_steps or (2 if args.tiny else 5)
@@ -233,9 +244,13 @@ def main(argv=None) -> list[dict]:
                               args.repeats, device=args.device)
             else:
                 row = run_one(measure_finetune, arch, args.size, args.device, task, args.train_batch, resolution,
-                              args.warmup, args.train_steps, device=args.device)
+                              args.warmup, args.train_steps, args.train_precision, args.gradient_checkpointing,
+                              args.accumulation, device=args.device)
                 batch = row.pop("batch", args.train_batch)
-                setting = f"batch {batch or 'default'}, {resolution} px, float32"
+                precision = "float32" if args.train_precision == "no" else args.train_precision
+                micro = f" x {args.accumulation} accumulated" if args.accumulation > 1 else ""
+                setting = (f"batch {batch or 'default'}{micro}, {resolution} px, {precision}"
+                           + (", checkpointing" if args.gradient_checkpointing else ""))
             rows.append(dict(arch=arch, task=task, setting=setting, **row,
                              seconds=round(time.perf_counter() - t0, 1)))
             print(f"  {arch} {task}: {row['status']} ({rows[-1]['seconds']} s)", flush=True)
