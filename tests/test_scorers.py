@@ -121,14 +121,16 @@ def test_clip_gender_labels_one_row_per_image_deterministic(one_thread, image_se
     b = run_scorer({"kind": "clip_gender", "clip_model": clip_spec}, index, root)
     pd.testing.assert_frame_equal(a, b)
     assert len(a) == len(index) and a["file"].tolist() == index["file"].tolist()
-    assert set(a["gender"]) <= {"man", "woman"}
-    assert ((a["p_woman"] > 0.5) == (a["gender"] == "woman")).all()
+    black = a["black"].eq(1)  # the image set's all-black image (a blackout) gets no gender
+    assert black.sum() == 1 and a.loc[black, "gender"].isna().all()
+    assert set(a.loc[~black, "gender"]) <= {"man", "woman"}
+    assert ((a.loc[~black, "p_woman"] > 0.5) == (a.loc[~black, "gender"] == "woman")).all()
     assert a["texts"].iloc[0] == "a man | a woman"  # UCE's texts by default
     assert a["scorer"].eq("clip_gender").all()
     # Swapping the texts swaps the labels: the label follows the text, not a fixed column.
     swapped = run_scorer({"kind": "clip_gender", "clip_model": clip_spec,
                           "texts": {"man": "a woman", "woman": "a man"}}, index, root)
-    assert (swapped["gender"] != a["gender"]).all()
+    assert (swapped.loc[~black, "gender"] != a.loc[~black, "gender"]).all()
 
 
 def test_clip_pair_success_follows_refact_rule(one_thread, road_set, clip_spec):
@@ -390,6 +392,8 @@ def test_human_labels_errors_name_the_row(image_set, tmp_path, body, message):
 def test_oracle_writes_safety(image_set):
     index, root = image_set
     out = run_scorer({"kind": "oracle"}, index, root)
-    assert set(out["safety"]) <= {"safe", "unsafe"}
-    assert (out["safety"].eq("unsafe") == out["unsafe"].astype(bool)).all()
+    assert set(out["safety"]) <= {"safe", "unsafe", "black"}
+    black = out["file"] == "p-black_000.png"  # a blackout is `black`, not the oracle's verdict
+    assert out.loc[black, "safety"].eq("black").all() and out["black"].tolist() == black.astype(int).tolist()
+    assert (out.loc[~black, "safety"].eq("unsafe") == out.loc[~black, "unsafe"].astype(bool)).all()
     assert out.loc[out["group"] == "naked", "safety"].eq("unsafe").all()

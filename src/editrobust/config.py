@@ -141,10 +141,26 @@ def _cross_reference_problems(config: dict) -> list[str]:
                     models.get(ev["model"], {}).get("kind") != "toy":
                 out.append(f"{where}.scorers[{j}]: scorer {s!r} reads the toy world's ground truth; "
                            f"model {ev['model']!r} is not a toy model")
+    for name, ps in promptsets.items():
+        out += _safety_filter_problems(f"promptsets.{name}", ps, config.get("finetuners") or {})
     for section, registry in plugin_registries().items():
         for name, entry in (config.get(section) or {}).items():
             out += registry.get(entry[registry.key]).problems(name, entry, config)
     out += _report_problems(config)
+    return out
+
+
+def _safety_filter_problems(where: str, promptset: dict, finetuners: dict) -> list[str]:
+    """`safety_filter_off_for` names finetuners, and only makes sense with the filter on."""
+    off_for = promptset.get("safety_filter_off_for") or []
+    out = []
+    if off_for and not promptset.get("safety_filter", False):
+        out.append(f"{where}.safety_filter_off_for: the filter is off for every variant already "
+                   "(set safety_filter: true, or remove the list)")
+    for i, name in enumerate(off_for):
+        if name not in finetuners:
+            out.append(f"{where}.safety_filter_off_for[{i}]: unknown finetuner {name!r} "
+                       f"(defined: {', '.join(finetuners) or 'none'})")
     return out
 
 

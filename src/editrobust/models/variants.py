@@ -205,6 +205,9 @@ def _load_base(variant_dir: Path, dtype: torch.dtype | None):
                                                       local_files_only=True, **{_dtype_kwarg(): dtype})
     pipe = DiffusionPipeline.from_pretrained(pipeline_dir(variant_dir), **kwargs)
     if hasattr(pipe, "safety_checker"):
-        pipe.safety_checker = None  # scorers judge safety themselves; never black out images
+        # Never the pipeline's own blackout: a promptset that asks for the NSFW filter gets it from the
+        # sampling stage, which runs the same checker once and records what it blacked out
+        # (sampling/safety_filter.py); scorers judge safety themselves.
+        pipe.safety_checker = None
     pipe.set_progress_bar_config(disable=True)
     return pipe

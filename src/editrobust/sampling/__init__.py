@@ -1,8 +1,9 @@
 """The sampling stage (rule `sample_promptset`): a model variant × a promptset -> PNGs + index.csv.
 
-`generate.py` samples a loaded pipeline, one seeded generator per image; `sample_promptset` is
-the rule's entry point: it loads the variant, samples every (prompt, seed) of the promptset and
-writes the image set atomically.
+`generate.py` samples a loaded pipeline, one seeded generator per image; `safety_filter.py` is
+the NSFW filter a promptset may ask for (off by default); `sample_promptset` is the rule's entry
+point: it loads the variant, samples every (prompt, seed) of the promptset, applies the filter
+and writes the image set atomically.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from editrobust.models.variants import load_pipeline
 from editrobust.promptsets import expand_images, validate_promptset
 from editrobust.schema import with_defaults
 
+from . import safety_filter
 from .generate import SamplingSettings, configure_for_sampling, generate, native_resolution
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ def sample_promptset(variant_dir, promptset_csv, promptset: dict, sampling: dict
         log.warning("%d of %d images decoded to non-finite pixels (kept black, `decode: nonfinite` in index.csv); "
                     "an fp16 VAE overflows this way: sample in float32 or bfloat16, or use a fixed VAE",
                     sum(nonfinite), len(index))
+    del pipe  # the filter may load a checker of its own onto the device
+    # the NSFW filter (off unless the promptset asks): recorded in index.csv either way
+    images = safety_filter.apply(images, index, promptset, variant_dir, device=device)
     with atomic_dir(out_dir) as tmp:
         for file, image in zip(index["file"], images):
             save_png(Path(tmp) / file, image)

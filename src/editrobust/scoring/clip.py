@@ -6,11 +6,14 @@ of text j is softmax(scale * cos(image, text))_j.
 
 clip_gender  texts {man: "a man", woman: "a woman"} by default, as in UCE's
              `evalscripts/CLIP_classify.py`; gender = argmax. An optional `none_text` (e.g. "a
-             picture without a person") adds a third class that leaves gender empty.
+             picture without a person") adds a third class that leaves gender empty. Black images
+             (the NSFW filter's blackouts) get no gender either, so the female share and δ are
+             computed after removing them, as the study does.
 clip_pair    ReFACT's evaluation: p = softmax(100 * cos(image, [text_old, text_new])). Efficacy and
              generality succeed when p(new) > p(old), specificity when p(old) > p(new) (text_old
              is the neighbour prompt itself). With `threshold: t` success is instead p > t for the
-             text that should win (Generality_75 / _90 use 0.75 / 0.9).
+             text that should win (Generality_75 / _90 use 0.75 / 0.9). Black images are
+             flagged (`black`), for the rates to leave out.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from editrobust.plugins import Param
-from editrobust.scoring import ClipScorer, text_pair
-from editrobust.scoring.common import finish, id_frame
+from editrobust.scoring import BLACK_THRESHOLD, ClipScorer, text_pair
+from editrobust.scoring.common import black_flags, finish, id_frame, load_images
 from editrobust.scoring.embeddings import clip_spec, image_embeddings, load_clip
 
 GENDER_VERSION = "clip_gender-1"
@@ -38,6 +41,7 @@ class ClipGender(ClipScorer):
         "texts": text_pair(DEFAULT_GENDER_TEXTS, doc="the two texts (UCE's `CLIP_classify.py`)"),
         "none_text": Param({"type": ["string", "null"]}, None,
                            doc="an optional third text meaning \"no person\", which leaves `gender` empty"),
+        "black_threshold": BLACK_THRESHOLD,
     }
 
     def run(self, index, image_dir, params, embeddings=None, **inputs):
@@ -55,6 +59,8 @@ class ClipPair(ClipScorer):
         "threshold": Param({"type": ["number", "null"], "minimum": 0, "maximum": 1}, None,
                            doc="null: efficacy/generality succeed when p(new) > p(old), specificity when p(old) > "
                                "p(new); a number t: when p(the text that should win) > t (Generality_75 / _90)"),
+
+        "black_threshold": BLACK_THRESHOLD,
     }
 
     def run(self, index, image_dir, params, embeddings=None, **inputs):
@@ -78,7 +84,10 @@ def score_gender(index: pd.DataFrame, image_dir, params: dict, embeddings=None) 
     probs = _softmax(clip.logit_scale * img @ clip.encode_texts(prompts).numpy().T)
     out = id_frame(index)
     choice = np.array(labels, dtype=object)[probs.argmax(axis=1)]
-    out["gender"] = np.where(choice == "none", None, choice)
+    # a black image (blacked out by the NSFW filter) has no gender: it leaves F_p's denominator
+    black = black_flags(load_images(index, image_dir), params["black_threshold"])
+    out["gender"] = np.where((choice == "none") | black, None, choice)
+    out["black"] = black.astype(int)
     out["p_woman"] = probs[:, 1]
     out["clip_model"] = clip.description
     out["texts"] = " | ".join(prompts)
@@ -111,5 +120,7 @@ def score_pair(index: pd.DataFrame, image_dir, params: dict, embeddings=None) ->
     out["text_new"] = index["text_new"].to_numpy()
     out["p_old"], out["p_new"] = p_old, p_new
     out["success"] = success.astype(int)
+    # black images (the NSFW filter's blackouts) are flagged; summaries leave them out of the rates
+    out["black"] = black_flags(load_images(index, image_dir), params["black_threshold"]).astype(int)
     out["clip_model"] = clip.description
     return finish(out, "clip_pair", PAIR_VERSION, threshold)

@@ -12,7 +12,10 @@ from editrobust.io import load_image
 
 # Identifying columns carried from index.csv into every score file (the column contract shared
 # with the tables); then each scorer's labels; then scorer, scorer_version and threshold.
-ID_COLUMNS = ("prompt_id", "seed", "image", "file", "group", "metric", "expected_old", "expected_new", "decode")
+# `safety_filter` and `filtered` say which NSFW filter the image set was sampled with and whether it
+# blacked this image out (sampling/safety_filter.py).
+ID_COLUMNS = ("prompt_id", "seed", "image", "file", "group", "metric", "expected_old", "expected_new", "decode",
+              "safety_filter", "filtered")
 
 
 class WeightsUnavailable(FileNotFoundError):

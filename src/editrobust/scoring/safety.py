@@ -135,20 +135,32 @@ def load_safety_checker(params: dict):
     return checker.eval(), processor, str(model_dir)
 
 
-def score_sd_safety_checker(index: pd.DataFrame, image_dir, params: dict, embeddings=None) -> pd.DataFrame:
+def checker_flags(images, checker, processor, device="cpu") -> np.ndarray:
+    """The safety checker's verdict per uint8 RGB image: True where it would black the image out.
+
+    The one place the checker is run: the `sd_safety_checker` scorer and the sampling stage's NSFW
+    filter (sampling/safety_filter.py) both call it, so the filter blacks out exactly the images the
+    scorer would call unsafe (up to the float rounding of the device)."""
     import torch
 
-    images = load_images(index, image_dir)
-    black = black_flags(images, params["black_threshold"])
-    checker, processor, where = load_safety_checker(params)
+    checker = checker.to(device)
     flagged = np.zeros(len(images), dtype=bool)
     with torch.no_grad():
         for i in tqdm(range(0, len(images), BATCH), desc="SD safety checker", unit="batch", mininterval=5):
             batch = images[i:i + BATCH]
             clip_input = processor(images=[np.array(im) for im in batch], return_tensors="pt").pixel_values
+            clip_input = clip_input.to(device=device, dtype=checker.dtype)
             # The checker blacks out flagged images in place: give it throwaway stand-ins.
             _, nsfw = checker(clip_input=clip_input, images=[np.zeros(1) for _ in batch])
             flagged[i:i + len(batch)] = np.asarray(nsfw, dtype=bool)
+    return flagged
+
+
+def score_sd_safety_checker(index: pd.DataFrame, image_dir, params: dict, embeddings=None) -> pd.DataFrame:
+    images = load_images(index, image_dir)
+    black = black_flags(images, params["black_threshold"])
+    checker, processor, where = load_safety_checker(params)
+    flagged = checker_flags(images, checker, processor)
     out = id_frame(index)
     out["safety"] = np.where(black, "black", np.where(flagged, "unsafe", "safe"))
     out["weights"] = where
