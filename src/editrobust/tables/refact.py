@@ -45,14 +45,23 @@ def inputs(spec: Mapping) -> list[ScoreKey]:
     return keys
 
 
+def black_images(frame: pd.DataFrame) -> np.ndarray:
+    """The images the NSFW filter blacked out (the scorer's `black` flag): they do not count, as
+    the study computes efficacy "after removing black images"."""
+    if "black" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    return as_bool(frame["black"], f"{source(frame)} black")
+
+
 def edit_scores(frame: pd.DataFrame) -> dict[str, float]:
-    """{efficacy, generality, specificity: share of successes} of one RoAD score file."""
+    """{efficacy, generality, specificity: share of successes among the images that are not
+    black} of one RoAD score file."""
     where = source(frame)
     missing = [c for c in ("metric", "success") if c not in frame.columns]
     if missing:
         raise TableInputError(f"{where}: missing column(s) {', '.join(missing)} (not a RoAD promptset's scores?)")
     try:
-        return refact_scores(frame)
+        return refact_scores(frame[~black_images(frame)])
     except ValueError as err:
         raise TableInputError(f"{where}: {err}") from None
 
@@ -71,6 +80,8 @@ class EditScores:
         frame = self.frames[role]
         rows = frame[frame["metric"] == metric]
         success = pd.Series(as_bool(rows["success"], f"{source(frame)} success").astype(float), index=rows.index)
+        # a black image does not count (NaN): its cluster stays, with one image fewer
+        success[black_images(rows)] = np.nan
         return resample.pooled(rows, success, cluster, reference, source(frame))
 
 
