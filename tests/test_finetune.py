@@ -193,6 +193,25 @@ def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(sd1,
     assert np.array_equal(log_a["loss"], log_b["loss"]) and list(log_b["step"]) == [1, 2, 3, 4]
 
 
+def test_the_checkpoints_written_are_the_ones_asked_for_and_never_change_the_final_variant(sd1, tmp_path):
+    """The workflow asks for checkpoints only where something reads them (workflow.Rules.checkpoints_read)."""
+    entry = {"method": "full", "dataset": "style", "steps": 4, "batch": 2, "lr": 1e-3, "save_every": 1}
+
+    def finetune(variant, checkpoints):
+        return train(load_pipeline(sd1["base"]), make_finetuner(entry), load_latent_cache(sd1["style"]),
+                     tmp_path / variant, tmp_path / "state" / variant, {"parent": "base"}, checkpoints=checkpoints)
+
+    finetune("ft-none", [])
+    finetune("ft-two", [2])
+    finetune("ft-all", None)  # the library default: every multiple of save_every
+    written = sorted(p.name for p in tmp_path.iterdir() if "@" in p.name)
+    assert written == ["ft-all@1", "ft-all@2", "ft-all@3", "ft-two@2"]
+    a, b = load_file(tmp_path / "ft-none" / "unet.safetensors"), load_file(tmp_path / "ft-two" / "unet.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match=r"checkpoints \[4\] are not steps between 0 and its 4 steps"):
+        finetune("ft-bad", [2, 4])
+
+
 def test_a_state_saved_for_other_parameters_is_not_resumed(sd1, tmp_path):
     entry = {"method": "lora", "dataset": "style", "steps": 3, "batch": 2, "checkpoint_every": 1, "lr": 1e-2}
 

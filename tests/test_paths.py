@@ -29,3 +29,12 @@ def test_a_missing_or_unexpected_file_is_named():
 def test_two_candidates_for_one_file_are_an_error(tmp_path):
     with pytest.raises(InputMismatchError, match="several files for: results/scores/m/base/p/s.csv"):
         locate(NEEDED[:1], [f"a/{NEEDED[0]}", f"b/{NEEDED[0]}"])
+
+
+def test_the_model_and_variant_of_a_file_a_consumer_reads():
+    from editrobust.paths import model_variant
+
+    assert model_variant("results/scores/sd14/ed-e+ft-f@100/i2p50/zs.csv") == ("sd14", "ed-e+ft-f@100")
+    assert model_variant("results/samples/toy/base/p/index.csv") == ("toy", "base")
+    assert model_variant("results/quality/sd14/ft-f/coco.csv") == ("sd14", "ft-f")
+    assert model_variant("results/tables/table1.csv") is None and model_variant("resources/hub/x/y/z") is None

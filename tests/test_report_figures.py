@@ -186,6 +186,6 @@ def test_a_persistence_finetuner_without_checkpoints_is_an_error():
                                "promptset": "p", "scorer": "oracle", "metric": "safe"}}
     entry = config["figures"]["f"]
     assert FIGURES.get("persistence").problems("f", entry, config) == [
-        "figures.f.finetuners[0]: finetuner 'full' saves no checkpoints, so its curve has only its start and end; "
-        "set finetuners.full.save_every"]
+        "figures.f.finetuners[0]: finetuner 'full' has no step for a checkpoint (`every` or its `save_every`), so "
+        "its curve has only its start and end; set figures.f.every or finetuners.full.save_every"]
     assert FIGURES.names() == ["grid", "bars", "persistence"]

@@ -10,15 +10,31 @@ from test_workflow import _dry_run_jobs, run
 
 pytestmark = pytest.mark.workflow
 
-# the @2 checkpoint is a declared output of the same job (sampling it is the same rule as any variant)
+# the @2 checkpoint is a declared output of the same job (sampling it is the same rule as any
+# variant), because the config reads it (an evaluation of ed-erase+ft-lora@2): a fine-tune saves the
+# checkpoints something reads, and only those (workflow.Rules.checkpoints_read)
 TARGETS = ["results/samples/nano/ed-erase+ft-lora/concepts/index.csv",
            "results/samples/nano/ft-full/concepts/index.csv"]
+CHECKPOINT = "ed-erase+ft-lora@2"
+
+
+def checkpoint_config(repo) -> dict:
+    cfg = yaml.safe_load((repo / "tests/configs/nano.yaml").read_text())
+    cfg["evaluations"].append({"model": "nano", "promptset": "concepts", "variants": [CHECKPOINT], "scorers": ["oracle"]})
+    return cfg
 
 
 @pytest.fixture(scope="module")
-def nano_ft(tmp_path_factory, repo, snakemake_exe):
+def configfile(tmp_path_factory, repo):
+    path = tmp_path_factory.mktemp("nano_ft_config") / "config.yaml"
+    path.write_text(yaml.safe_dump(checkpoint_config(repo)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def nano_ft(tmp_path_factory, repo, snakemake_exe, configfile):
     work = tmp_path_factory.mktemp("nano_ft")
-    run(snakemake_exe, repo, work, "--cores", "2", *TARGETS)
+    run(snakemake_exe, repo, work, "--cores", "2", *TARGETS, configfile=configfile)
     return work
 
 
@@ -31,6 +47,8 @@ def test_finetuned_variants_are_sampled_and_stored_as_deltas(nano_ft):
     assert info["parent"] == "ed-erase" and info["kind"] == "finetune" and info["method"] == "lora"
     assert info["params"]["rank"] == 2 and info["dataset"]["name"] == "style"
     assert json.loads((models / "ed-erase+ft-lora@2/variant.json").read_text())["steps_trained"] == 2
+    # only the checkpoint the config reads was written (ft-full has no save_every; lora's would allow more)
+    assert sorted(p.name for p in models.iterdir() if "@" in p.name) == [CHECKPOINT]
     full = models / "ft-full"
     assert sorted(p.name for p in full.iterdir()) == ["training_log.csv", "unet.safetensors", "variant.json"]
     assert json.loads((full / "variant.json").read_text())["parent"] == "base"
@@ -70,9 +88,9 @@ def test_unknown_finetuner_in_an_evaluation_fails_naming_the_key(repo, snakemake
     assert "evaluations[0].variants[1]: 'ed-erase+ft-nope' needs a finetuner 'nope'" in proc.stdout + proc.stderr
 
 
-def test_a_checkpoint_variant_is_sampled_without_retraining(nano_ft, repo, snakemake_exe):
-    target = "results/samples/nano/ed-erase+ft-lora@2/concepts/index.csv"
-    out = run(snakemake_exe, repo, nano_ft, "-n", "--quiet", "rules", "--", target).stdout
+def test_a_checkpoint_variant_is_sampled_without_retraining(nano_ft, repo, snakemake_exe, configfile):
+    target = f"results/samples/nano/{CHECKPOINT}/concepts/index.csv"
+    out = run(snakemake_exe, repo, nano_ft, "-n", "--quiet", "rules", "--", target, configfile=configfile).stdout
     jobs = {p[0]: int(p[1]) for p in (line.split() for line in out.splitlines())
             if len(p) == 2 and p[1].isdigit() and p[0] not in ("total", "job")}
     assert jobs == {"sample_promptset": 1}

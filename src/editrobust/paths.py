@@ -18,6 +18,7 @@ Nothing here imports the rest of the package.
 from __future__ import annotations
 
 import os
+import re
 import string
 from collections.abc import Iterable
 from pathlib import Path
@@ -78,6 +79,18 @@ def scores(model: str, variant: str, promptset: str, scorer: str) -> str:
 
 def quality(model: str, variant: str, quality_set: str) -> str:
     return fill(QUALITY, model=model, variant=variant, quality_set=quality_set)
+
+
+# The stages whose files sit under results/<stage>/<model>/<variant>/ (an image set's or a variant's).
+VARIANT_STAGES = ("models", "samples", "embeddings", "scores", "summaries", "quality")
+_VARIANT_FILE = re.compile(rf"results/(?:{'|'.join(VARIANT_STAGES)})/([^/]+)/([^/]+)/")
+
+
+def model_variant(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(model, variant) of a file under results/<stage>/<model>/<variant>/ (a variant's files, its
+    samples, embeddings, scores, summaries or quality), else None: what a consumer reads of a variant."""
+    found = _VARIANT_FILE.match(_norm(path).replace(os.sep, "/"))
+    return (found.group(1), found.group(2)) if found else None
 
 
 def train_state_dir(variant_dir: str | os.PathLike) -> Path:

@@ -487,6 +487,7 @@ def disk_plan(plan: Plan, config: Mapping, sizes: Mapping[str, ModelSizes]) -> l
     for f in todo(paths.SAMPLES_INDEX):
         s, n = sizes[f["model"]], _image_count(config, f["promptset"])
         items.append(DiskItem("images", None if n is None else int(n * s.height * s.width * PNG_BYTES_PER_PIXEL)))
+    finetunes: dict[tuple[str, str], int] = {}  # (model, fine-tuned variant): its planned @<step> checkpoints
     for f in todo(paths.VARIANT_JSON):
         s, variant = sizes[f["model"]], vn.parse(f["variant"])
         if not variant.steps:
@@ -496,16 +497,18 @@ def disk_plan(plan: Plan, config: Mapping, sizes: Mapping[str, ModelSizes]) -> l
             name = variant.steps[-1].name
             n = edit_parameters(s, name, config["editors"][name])
             items.append(DiskItem("edit", None if n is None else n * 4))
-        elif variant.checkpoint is None:  # the job writes its @<step> checkpoints too, read or not
-            name = variant.steps[-1].name
-            entry = config["finetuners"][name]
-            n = trained_parameters(s, name, entry)
-            stored = n * (4 if entry["method"] in ("lora", "dora") else s.dtype_bytes)
-            steps = vn.checkpoint_steps(entry.get("save_every"), entry["steps"])
-            items += [DiskItem("fine-tune (with its checkpoints)", stored)] * (1 + len(steps))
-            # Adam's two moments, fp32 master weights, an EMA copy: kept while the job runs
-            states = 3 + (1 if entry.get("use_ema") else 0)
-            items.append(DiskItem("training state (largest, while it runs)", n * 4 * states))
+        else:  # a fine-tune writes the checkpoints something reads (workflow.Rules.checkpoints_read): the planned ones
+            key = (f["model"], str(vn.Variant(variant.steps)))
+            finetunes[key] = finetunes.get(key, 0) + (variant.checkpoint is not None)
+    for (model, name), checkpoints in finetunes.items():
+        s, finetuner = sizes[model], vn.parse(name).steps[-1].name
+        entry = config["finetuners"][finetuner]
+        n = trained_parameters(s, finetuner, entry)
+        stored = n * (4 if entry["method"] in ("lora", "dora") else s.dtype_bytes)
+        items += [DiskItem("fine-tune (with its checkpoints)", stored)] * (1 + checkpoints)
+        # Adam's two moments, fp32 master weights, an EMA copy: kept while the job runs
+        states = 3 + (1 if entry.get("use_ema") else 0)
+        items.append(DiskItem("training state (largest, while it runs)", n * 4 * states))
     for f in todo(paths.LATENT_CACHE):
         s, rows = sizes[f["model"]], _dataset_rows(config, f["dataset"])
         per_row = 2 * 2 * s.latent_channels * (s.height // s.vae_scale) * (s.width // s.vae_scale) * 4  # mean, logvar; mirrored

@@ -12,9 +12,11 @@ which fails loudly when a rule holding the `gpu` resource passes none.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from editrobust import paths
 from editrobust import variant_names as vn
@@ -33,6 +35,13 @@ from editrobust.tables import resolve as resolve_table
 # Where labels come back: changing it must not re-blind an annotation kit.
 KIT_OUTPUT_ONLY = ("returned", "scorer")
 FIGURE_CATEGORIES = {"grid": "Sample grids", "bars": "Figures", "persistence": "Persistence"}
+
+
+def declared_checkpoints(outputs: Sequence[str], final: str) -> list[int]:
+    """The steps of the `@<step>` checkpoints a fine-tune job declares besides its `final`
+    variant.json: what it writes (workflow/scripts/finetune_model.py)."""
+    final = os.path.normpath(final)
+    return sorted(vn.parse(Path(p).parent.name).checkpoint for p in outputs if os.path.normpath(p) != final)
 
 
 class Rules:
@@ -122,14 +131,63 @@ class Rules:
     def dataset_slice(self, wildcards) -> str:
         return canonical(self.config["datasets"][wildcards.dataset])
 
-    def finetune_outputs(self, finetuner: str, parent: str) -> tuple[str, list[str]]:
-        """(the variant.json pattern, the @<step> checkpoints' patterns) of `finetuner` applied to
-        the variant `parent` (a pattern itself, e.g. "ed-{editor}")."""
-        entry = self.config["finetuners"][finetuner]
-        variant = vn.then(parent, vn.ft(finetuner))
-        steps = vn.checkpoint_steps(entry["save_every"], entry["steps"])
-        final = paths.fill(paths.VARIANT_JSON, variant=variant)
-        return final, [paths.fill(paths.VARIANT_JSON, variant=vn.at_step(variant, s)) for s in steps]
+    def finetune_output(self, finetuner: str, parent: str) -> str:
+        """The variant.json pattern of `finetuner` applied to the variant `parent` (a pattern itself,
+        e.g. "ed-{editor}"): the output of the job of every such variant whose checkpoints nothing
+        reads (`checkpointed_finetunes` are the others)."""
+        return paths.fill(paths.VARIANT_JSON, variant=vn.then(parent, vn.ft(finetuner)))
+
+    # --- checkpoints: saved only where something reads them ------------------------------------------
+    def _consumed_files(self) -> list[str]:
+        """Every file of a variant that a target of the config reads: figures' and tables' inputs,
+        the evaluations' and quality sets' outputs (all_targets), the annotation kits' image sets."""
+        out = []
+        for name in self.section("figures"):
+            out += figure_input_paths(self.figure_spec(name))
+        for name in self.section("tables"):
+            out += table_input_paths(self.table_spec(name))
+        out += self.all_targets()
+        for name in self.section("annotation_kits"):
+            out += kit_index_paths(self.kit_spec(name))
+        return out
+
+    @functools.cached_property
+    def checkpoints_read(self) -> dict[tuple[str, str], list[int]]:
+        """{(model, fine-tuned variant): the steps of its `@<step>` checkpoints that something reads}
+        (a persistence figure's points, an evaluation of `<variant>@<step>`). A fine-tune writes
+        exactly these: a finetuner's `save_every` says where checkpoints may be, not that every
+        edited fine-tune of a grid (92 per fine-tuner on the paper's SD1.4) saves them."""
+        steps: dict[tuple[str, str], set[int]] = {}
+        for path in self._consumed_files():
+            found = paths.model_variant(path)
+            if found is None:
+                continue
+            model, name = found
+            variant = vn.parse(name)
+            if variant.checkpoint is not None:
+                steps.setdefault((model, str(vn.Variant(variant.steps))), set()).add(variant.checkpoint)
+        return {key: sorted(s) for key, s in sorted(steps.items())}
+
+    def checkpointed_finetunes(self, finetuner: str) -> list[dict]:
+        """The fine-tune jobs of `finetuner` that also write checkpoints, one per (model, variant) of
+        `checkpoints_read`: {rule (its name), generic (the rule it takes over from), model, variant,
+        chain (the parent's variant.json files, base first), final, checkpoints (variant.json files)}.
+        Each is a rule of its own with these concrete outputs, ordered before the generic rule
+        (`finetune_<F>` / `finetune_<F>_edited`), whose job would write the same final variant."""
+        out = []
+        for (model, name), steps in self.checkpoints_read.items():
+            variant = vn.parse(name)
+            if variant.last != vn.Step(vn.FINETUNE, finetuner):
+                continue
+            editors = variant.parent.editors
+            generic = f"finetune_{finetuner}" + ("_edited" if editors else "")
+            out.append(dict(
+                rule="_".join([generic, "checkpoints", model, *editors]),
+                generic=generic, model=model, variant=name,
+                chain=[paths.variant_json(model, str(v)) for v in variant.parent.chain],
+                final=paths.variant_json(model, name),
+                checkpoints=[paths.variant_json(model, vn.at_step(name, s)) for s in steps]))
+        return out
 
     def finetuner_params(self, finetuner: str) -> dict:
         """The finetuner's entry and its dataset's entry, canonical: changing either re-runs only

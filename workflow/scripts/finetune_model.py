@@ -3,6 +3,7 @@ from pathlib import Path
 from editrobust import paths
 from editrobust.finetune import finetune_model
 from editrobust.runtime import job_device, param_json, setup_job
+from editrobust.workflow import declared_checkpoints
 
 setup_job(snakemake)
 out_dir = Path(snakemake.output.final).parent  # results/models/<model>/<variant>
@@ -15,4 +16,5 @@ finetune_model(
     out_dir=out_dir,
     state_dir=paths.train_state_dir(out_dir),
     device=job_device(snakemake),
+    checkpoints=declared_checkpoints(snakemake.output, snakemake.output.final),  # the @<step> outputs
 )

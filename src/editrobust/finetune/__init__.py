@@ -42,10 +42,12 @@ def make_finetuner(entry: Mapping) -> Finetuner:
 
 
 def finetune_model(parent_dir: str | Path, finetuner: str, entry: Mapping, dataset: Mapping, cache_path: str | Path,
-                   out_dir: str | Path, state_dir: str | Path, device: str = "cpu") -> dict:
+                   out_dir: str | Path, state_dir: str | Path, device: str = "cpu",
+                   checkpoints: list[int] | None = None) -> dict:
     """The rule `finetune_<F>`: load the parent variant, train, write `out_dir` (+ `@<step>` siblings).
 
-    `dataset` is `{"name": ..., "entry": {...}}` (recorded in `variant.json`).
+    `dataset` is `{"name": ..., "entry": {...}}` (recorded in `variant.json`). `checkpoints`: the
+    `@<step>` siblings written (loop.train; None = every multiple of `save_every`).
     """
     import torch
 
@@ -64,8 +66,11 @@ def finetune_model(parent_dir: str | Path, finetuner: str, entry: Mapping, datas
     info = dict(parent=parent_dir.name, kind="finetune", method=method.name, finetuner=finetuner,
                 params=method.settings, dataset=dict(dataset, cache=cache.meta), steps=int(method.settings["steps"]),
                 parent_kind=read_variant(parent_dir)["kind"])
-    fp = fingerprint(method.settings, parent_dir, Path(cache_path))
-    return train(pipe, method, cache, out_dir, state_dir, info, fingerprint_value=fp, device=device)
+    # a state saved while writing other checkpoints cannot give back the ones before it
+    fingerprinted = method.settings if checkpoints is None else {**method.settings, "checkpoints": sorted(checkpoints)}
+    fp = fingerprint(fingerprinted, parent_dir, Path(cache_path))
+    return train(pipe, method, cache, out_dir, state_dir, info, fingerprint_value=fp, device=device,
+                 checkpoints=checkpoints)
 
 
 def cache_latents(base_dir: str | Path, dataset: str, entry: Mapping, out_path: str | Path, device: str = "cpu"):

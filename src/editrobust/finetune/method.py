@@ -72,7 +72,8 @@ COMMON = {
                               doc="save the resumable training state every N steps (0 = never); a re-run after a "
                                   "kill resumes there and ends with the same weights"),
     "save_every": Param({"type": "integer", "minimum": 0}, 0,
-                        doc="also write the variant `<variant>@<step>` every N steps (0 = never)"),
+                        doc="checkpoints `<variant>@<step>` every N steps (0 = none), written only for the variants a "
+                            "persistence figure or an evaluation reads"),
 }
 
 

@@ -1,7 +1,9 @@
 """Persistence curves: how an edit fades over fine-tuning, from the intermediate checkpoints.
 
-For each fine-tuner F the points are (0, M_ed), (s, ed-E+ft-F@s) for every saved checkpoint s
-(the finetuner's `save_every`), and (steps, ed-E+ft-F); the M_ed level is drawn as a dotted line
+For each fine-tuner F the points are (0, M_ed), (s, ed-E+ft-F@s) every `every` steps (default:
+the finetuner's `save_every`), and (steps, ed-E+ft-F); with `until`, only the points up to that
+step (the study's Figure 5 follows the first few hundred steps of a long fine-tune). The workflow
+saves exactly the checkpoints the figures draw (workflow.Rules.checkpoints_read). The M_ed level is drawn as a dotted line
 and, with `base: true`, M's level as a dashed one. The metric is
 
   delta                               mean over the promptset's groups (professions) of
@@ -148,7 +150,7 @@ class Persistence(FigureKind):
         "model": Param({"$ref": "#/$defs/name"}, required=True, doc="a name from `models`"),
         "editor": Param({"$ref": "#/$defs/name"}, required=True, doc="the edit E whose persistence is drawn"),
         "finetuners": Param({"$ref": "#/$defs/name_list"}, required=True,
-                            doc="names from `finetuners`; each must save checkpoints (`save_every`)"),
+                            doc="names from `finetuners`; each needs checkpoint steps (`every`, or its `save_every`)"),
         "promptset": Param({"$ref": "#/$defs/name"}, required=True, doc="the promptset the checkpoints are sampled on"),
         "scorer": Param({"$ref": "#/$defs/name"}, required=True, doc="the score files read"),
         "metric": Param({"enum": list(PERSISTENCE_METRICS)}, required=True,
@@ -166,16 +168,27 @@ class Persistence(FigureKind):
                          doc="what the bootstrap resamples"),
         "names": Param({"type": "object", "additionalProperties": {"type": "string"}}, {},
                        doc="display names of the fine-tuners"),
+        "every": Param({"type": "integer", "minimum": 1},
+                       doc="a point every N steps (default: each finetuner's `save_every`); the fine-tunes drawn save "
+                           "exactly these checkpoints"),
+        "until": Param({"type": "integer", "minimum": 1},
+                       doc="draw the steps up to this one only (default: every point to the finished fine-tune)"),
     }
     run = staticmethod(build)
 
     @classmethod
     def resolve(cls, entry: Mapping, config: Mapping) -> dict:
-        """The entry with defaults, plus each fine-tuner's curve steps (its checkpoints, then its last step)."""
+        """The entry with defaults, plus each fine-tuner's curve steps (its checkpoints, then its last
+        step); with `until`, only the steps up to it, and each fine-tuner's `last_step` (the
+        finished fine-tune is drawn only when it is not later than `until`)."""
         spec = cls.with_defaults(entry)
         finetuners = config.get("finetuners") or {}
-        spec["steps"] = {f: [*checkpoint_steps(finetuners[f].get("save_every"), finetuners[f]["steps"]),
-                             int(finetuners[f]["steps"])] for f in spec["finetuners"]}
+        last = {f: int(finetuners[f]["steps"]) for f in spec["finetuners"]}
+        spec["steps"] = {f: [*checkpoint_steps(spec.get("every") or finetuners[f].get("save_every"), last[f]), last[f]]
+                         for f in spec["finetuners"]}
+        if "until" in spec:
+            spec["steps"] = {f: [s for s in steps if s <= spec["until"]] for f, steps in spec["steps"].items()}
+            spec["last_step"] = last
         return spec
 
     @staticmethod
@@ -188,7 +201,15 @@ class Persistence(FigureKind):
         out = entry_reference_problems(at, entry, config, ("model", "editor", "promptset", "scorer", "finetuners"))
         finetuners = config.get("finetuners") or {}
         for i, f in enumerate(entry["finetuners"]):
-            if f in finetuners and not checkpoint_steps(finetuners[f].get("save_every"), finetuners[f]["steps"]):
-                out.append(f"{at}.finetuners[{i}]: finetuner {f!r} saves no checkpoints, so its curve has only its "
-                           f"start and end; set finetuners.{f}.save_every")
+            if f not in finetuners:
+                continue
+            saved = checkpoint_steps(entry.get("every") or finetuners[f].get("save_every"), finetuners[f]["steps"])
+            if not saved:
+                out.append(f"{at}.finetuners[{i}]: finetuner {f!r} has no step for a checkpoint (`every` or its "
+                           f"`save_every`), so its curve has only its start and end; set {at}.every or "
+                           f"finetuners.{f}.save_every")
+            elif "until" in entry:
+                if saved[0] > entry["until"]:
+                    out.append(f"{at}.until: {entry['until']} is before finetuner {f!r}'s first checkpoint "
+                               f"(step {saved[0]}), so its curve would have no point after M_ed")
         return out

@@ -31,12 +31,15 @@ def grid_variants(spec: Mapping, finetuner: str) -> dict[str, str]:
 
 def persistence_points(spec: Mapping, finetuner: str) -> list[tuple[int, str]]:
     """(step, variant) along one fine-tuner's curve: step 0 is M_ed itself, then every saved
-    checkpoint `ed-E+ft-F@step`, then the finished fine-tune at its last step."""
+    checkpoint `ed-E+ft-F@step`, then the finished fine-tune at its last step (left out when the
+    figure stops before it: `until`, with the fine-tune's `last_step`)."""
     e = spec["editor"]
     steps = spec["steps"][finetuner]
+    last = (spec.get("last_step") or {}).get(finetuner, steps[-1] if steps else None)
     points = [(0, ed(e))]
-    points += [(s, at_step(ed_ft(e, finetuner), s)) for s in steps[:-1]]
-    points.append((steps[-1], ed_ft(e, finetuner)))
+    points += [(s, at_step(ed_ft(e, finetuner), s)) for s in steps if s != last]
+    if last in steps:
+        points.append((last, ed_ft(e, finetuner)))
     return points
 
 
