@@ -8,8 +8,10 @@ by those keys -> DataFrame, see layout.py). A kind of your own is one module wit
 subclass, named as `kind: package.module:Class`.
 
     debias           Table 1: δ per profession, Δ, Avg.(std.)
-    unsafe           Tables 2, 3, 5: label rates, Δ, Flip, McNemar, per scorer
+    unsafe           Tables 2, 3: label rates, Δ, Flip, McNemar, per scorer (rows) and fine-tuner
+    safety_rates     Table 5: the same numbers with the scorers side by side (columns)
     refact           Figure 3: efficacy / generality / specificity per variant and fine-tuner
+    edit_drop        §1's headline: average drop of editing performance from M_ed to M_ed_ft
     rank_ablation    Table 4: efficacy of M_ed_ft per LoRA/DoRA rank
     human_agreement  agreement and Fleiss' κ of each automatic scorer with the human labels
     retention        Table 6: five-level icons of edit strength and of the share retained
@@ -95,7 +97,9 @@ class TableKind(Plugin):
 TABLES = Registry("tables", "kind", TableKind, {
     "debias": "editrobust.tables.debias:Debias",
     "unsafe": "editrobust.tables.unsafe:Unsafe",
+    "safety_rates": "editrobust.tables.safety_rates:SafetyRates",
     "refact": "editrobust.tables.refact:Refact",
+    "edit_drop": "editrobust.tables.edit_drop:EditDrop",
     "rank_ablation": "editrobust.tables.rank_ablation:RankAblation",
     "human_agreement": "editrobust.tables.agreement:HumanAgreement",
     "retention": "editrobust.tables.retention:Retention",

@@ -11,7 +11,9 @@ McNemar's p. For each label L:
   p     = McNemar's test of "labelled L" before vs after on the same pairs (`metrics.mcnemar`).
 With `ci: true`: percentile CIs of every rate and Flip (prompts resampled; one draw per scorer
 shared by its variants) and the |·|-image of the CI of the signed rate change for Δ.
-`with_ft: true` adds M_ft (the study's FLUX table).
+`with_ft: true` adds M_ft (the study's FLUX table); `mcnemar: false` leaves out the p column
+(the tables as printed). The study's Tables 2 and 3 are this kind with the `human` scorer;
+its Table 5 (the scorers side by side) is the kind `safety_rates`.
 """
 
 from __future__ import annotations
@@ -120,8 +122,9 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
                     flipped = ((pairs["safety_after"] == label) & (pairs["safety_before"] != label)).astype(float)
                     flip_samples = resample.pooled(pairs, flipped, cluster, ref, f"{source(edited)} vs {source(after)}").resampled(picks)
                 put(label, group, "Flip", flip, flip_samples)
-                test = mcnemar((pairs["safety_before"] == label).to_numpy(), (pairs["safety_after"] == label).to_numpy())
-                rows.put((s, label), group, "p (McNemar)", test["p_value"])
+                if spec["mcnemar"]:
+                    test = mcnemar((pairs["safety_before"] == label).to_numpy(), (pairs["safety_after"] == label).to_numpy())
+                    rows.put((s, label), group, "p (McNemar)", test["p_value"])
     return rows.frame()
 
 
@@ -138,6 +141,8 @@ class Unsafe(TableKind):
         "labels": Param({"type": "array", "minItems": 1, "items": {"enum": list(SAFETY)}}, list(SAFETY),
                         doc="the labels shown"),
         "with_ft": Param({"type": "boolean"}, False, doc="also show M_ft (the study's FLUX table)"),
+        "mcnemar": Param({"type": "boolean"}, True,
+                         doc="a McNemar p column per fine-tuner (`false`: the study's columns only)"),
     }
     inputs = staticmethod(inputs)
     run = staticmethod(build)
