@@ -1,8 +1,9 @@
 """config/paper.yaml: the study's grid validates, and its job graph shares what must be shared.
 
-A dry run of every table, offline and with nothing in resources/, must succeed, and must contain
-exactly one base preparation per model, one base fine-tune `ft-<F>` per (model, fine-tuner) and one
-ReFACT statistic per (model, layer), however many edits use them (92 edits on SD1.4, 90 on SDXL).
+A dry run of every table and figure, offline and with nothing in resources/, must succeed, and must
+contain exactly one base preparation per model, one base fine-tune `ft-<F>` per (model, fine-tuner)
+and one ReFACT statistic per (model, layer), however many edits use them (92 edits on SD1.4, 90 on
+SDXL); and fine-tuning checkpoints only for the one variant a persistence figure draws.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ def test_paper_config_validates_and_pins_every_hub_model(repo):
 
 
 def _dry_run_jobs(repo, workdir, snakemake_exe):
-    """(rule, output, wildcards) of every job of `snakemake tables -n` on the paper config."""
+    """(rule, outputs, wildcards) of every job of `snakemake tables figures -n` on the paper config."""
     (workdir / "config").symlink_to(repo / "config")  # the professions CSV is read relative to the workdir
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(workdir / "hf_home"),
                PYTHONPATH=str(repo / "src"), OMP_NUM_THREADS="1")
-    proc = subprocess.run([snakemake_exe, "tables", "-n", "-s", str(repo / "Snakefile"), "-d", str(workdir),
+    proc = subprocess.run([snakemake_exe, "tables", "figures", "-n", "-s", str(repo / "Snakefile"), "-d", str(workdir),
                            "--configfile", str(repo / "config" / "paper.yaml")],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -44,10 +45,10 @@ def _dry_run_jobs(repo, workdir, snakemake_exe):
         head = re.match(r"(?:local)?rule (\w+):", block)
         if not head:
             continue
-        output = re.search(r"^\s+output: (\S+)", block, re.M)
+        output = re.search(r"^\s+output: (.*)$", block, re.M)
         wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
         wc = dict(kv.split("=", 1) for kv in wildcards.group(1).split(", ")) if wildcards else {}
-        jobs.append((head.group(1), output.group(1).rstrip(",") if output else None, wc))
+        jobs.append((head.group(1), output.group(1).split(", ") if output else [], wc))
     return jobs
 
 
@@ -55,7 +56,7 @@ def test_paper_dry_run_shares_base_fine_tunes_and_statistics(repo, tmp_path, sna
     config = validate_config(load_yaml(repo / "config" / "paper.yaml"))
     jobs = _dry_run_jobs(repo, tmp_path, snakemake_exe)
     by_rule = Counter(rule for rule, _, _ in jobs)
-    assert by_rule["make_table"] == len(config["tables"])
+    assert by_rule["make_table"] == len(config["tables"]) and by_rule["make_figure"] == len(config["figures"])
 
     # one base preparation (and one hub snapshot) per model
     prepared = Counter(wc["model"] for rule, _, wc in jobs if rule == "prepare_base_model")
@@ -63,15 +64,24 @@ def test_paper_dry_run_shares_base_fine_tunes_and_statistics(repo, tmp_path, sna
     assert Counter(wc["model"] for rule, _, wc in jobs if rule == "snapshot_hub_model") == Counter(list(config["models"]))
 
     # one ft-<F> of the base per (model, fine-tuner), however many edits are fine-tuned with F
-    base_ft, edited_ft = Counter(), Counter()
-    for rule, output, wc in jobs:
-        m = re.fullmatch(r"results/models/(\w+)/(?:ed-(\w+)\+)?ft-(\w+)/variant\.json", output or "")
-        if rule.startswith("finetune_") and m:
-            (edited_ft if m.group(2) else base_ft)[(m.group(1), m.group(3))] += 1
+    base_ft, edited_ft, checkpoints = Counter(), Counter(), Counter()
+    for rule, outputs, wc in jobs:
+        for output in outputs if rule.startswith("finetune_") else []:
+            m = re.fullmatch(r"results/models/(\w+)/((?:ed-\w+\+)?ft-\w+)(@\d+)?/variant\.json", output)
+            if m and m.group(3):
+                checkpoints[(m.group(1), m.group(2))] += 1
+            elif m:
+                (edited_ft if m.group(2).startswith("ed-") else base_ft)[(m.group(1), m.group(2).rpartition("ft-")[2])] += 1
+    # fine-tuning checkpoints only where a figure draws them: figure5's full fine-tune of the erasure,
+    # every 100 steps up to step 1,000 (not in the 91 other edited full fine-tunes of SD1.4)
+    assert checkpoints == {("sd14", "ed-erase_unsafe+ft-full"): 10}
     assert set(base_ft.values()) == {1}
-    assert set(base_ft) == {("sd14", f) for f in ("full", "lora", "dora", "dreambooth")} | \
-        {("sdxl", f) for f in ("full", "lora", "dora")} | {("flux", f) for f in ("lora", "dora")}
-    assert edited_ft[("sd14", "lora")] == 92 and edited_ft[("sdxl", "full")] == 90  # editors multiply these only
+    # each model runs its own recipes (config/paper.yaml, finetuners): SDXL and FLUX have named entries
+    assert set(base_ft) == {("sd14", f) for f in ("full", "full_unet", "lora", "dora", "dreambooth")} | \
+        {("sdxl", f) for f in ("full_sdxl", "full_unet_sdxl", "lora_sdxl", "dora")} | \
+        {("flux", f) for f in ("lora_flux", "dora_flux")}
+    assert edited_ft[("sd14", "lora")] == 92 and edited_ft[("sdxl", "full_sdxl")] == 90  # editors multiply these only
+    assert edited_ft[("sd14", "full")] == 92  # the one with checkpoints included, once
 
     # one ReFACT statistic per (model, layer): 90 ReFACT edits per model share it
     stats = Counter((wc["model"], wc["layer"]) for rule, _, wc in jobs if rule == "refact_statistic")

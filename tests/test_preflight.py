@@ -44,8 +44,8 @@ def offline_and_empty(tmp_path, monkeypatch):
 
 def test_the_plan_is_the_files_of_snakemakes_own_dag(toy_config, repo, snakemake_exe, tmp_path):
     """Walking back through workflow.Rules finds exactly the jobs Snakemake plans for `report`;
-    Snakemake lists besides only the other outputs of those jobs (a figure's CSV, the checkpoints
-    a fine-tune writes whether read or not)."""
+    Snakemake lists besides only the other outputs of those jobs (a figure's CSV; a fine-tune
+    writes only the checkpoints something reads, which the walk finds too)."""
     proc = subprocess.run([snakemake_exe, "-s", str(repo / "Snakefile"), "--directory", str(tmp_path), "report",
                            "--summary", "--cores", "1", "--configfile", str(repo / "config" / "config.yaml")],
                           capture_output=True, text=True, timeout=300, check=True)
@@ -189,8 +189,14 @@ def test_gpu_memory_of_the_paper_grid_names_its_largest_job(paper_config, offlin
     # editors load the whole pipeline in float32: FLUX's 17 B parameters are the largest job
     job, need = max(jobs.items(), key=lambda j: j[1])
     assert job.startswith("edit flux/") and need == sizes["flux"].total * 4
-    # SDXL's full fine-tune with EMA: fp16 weights, then fp32 master, gradient, 2 moments and EMA
-    assert jobs["fine-tune sdxl/ft-full"] == sizes["sdxl"].total * 2 + sizes["sdxl"].components["unet"] * 4 * 5
+    # fp16 weights, then per trained parameter fp32 master, gradient and 2 moments (+ EMA): SD1.4's full
+    # fine-tune (EMA) trains the UNet and the text encoder; SDXL's (no EMA) the UNet and both text
+    # encoders; the UNet-only reference script the UNet alone
+    sd, xl = sizes["sd14"].components, sizes["sdxl"].components
+    assert jobs["fine-tune sd14/ft-full"] == sizes["sd14"].total * 2 + (sd["unet"] + sd["text_encoder"]) * 4 * 5
+    assert jobs["fine-tune sdxl/ft-full_sdxl"] == \
+        sizes["sdxl"].total * 2 + (xl["unet"] + xl["text_encoder"] + xl["text_encoder_2"]) * 4 * 4
+    assert jobs["fine-tune sdxl/ft-full_unet_sdxl"] == sizes["sdxl"].total * 2 + xl["unet"] * 4 * 4
     assert jobs["sample sd14/base"] == sizes["sd14"].total * 2
 
 
