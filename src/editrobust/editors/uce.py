@@ -420,7 +420,7 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
                gain: float = 1.0, attribute_texts: str | Sequence[str] | None = None,
                token_mode: str = "last", edit_templates: Sequence[str] = ("{}",),
                gain_halving: bool = False, reselect_top: int = 0,
-               reselect_rounds: int = 2) -> tuple[Delta, list[dict]]:
+               reselect_rounds: int = 2, keep: str = "best") -> tuple[Delta, list[dict]]:
     """UCE debias, the new iterative procedure (`uce_sd_debias.py`), an integral controller.
 
     `gain` scales each update, A += gain·d. UCE's code uses 1; a steep model (the toy) overshoots
@@ -431,7 +431,10 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
     best *measured* iteration (smallest mean over concepts of the largest attribute gap; for two
     attributes that is half the mean δ), never an unmeasured last solve: the log entry of that
     iteration has `selected: True`. (A worst-case criterion kept the unedited model whenever one
-    concept could not move at all, however much the others improved.)
+    concept could not move at all, however much the others improved.) `keep="last"` returns what
+    UCE's script saves instead: the weights after the last update (converged, or the update after
+    the last measurement, never measured itself: its log entry's `selected` is then the last
+    measured iteration, with `kept_update_after: True`).
 
     `reselect_top` (our extension, off by default) fights the winner's curse of that choice: a
     measurement of `generate`'s few images per concept is noisy, so the smallest of many measured
@@ -472,6 +475,8 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         raise ValueError(f"attribute_texts {texts} must give one text per attribute {attributes}")
     preserves = split_concepts(preserve_concepts)
     _debias_validate(concepts, attributes, desired_ratios, max_iterations)
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     for name, value in (("reselect_top", reselect_top), ("reselect_rounds", reselect_rounds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -517,6 +522,10 @@ def uce_debias(pipe, concepts: str | Sequence[str], attributes: str | Sequence[s
         else:
             systems = _debias_systems(embs, len(concepts), alpha, emb_preserve)
         delta = _solve_modules(pipe, systems, lamb, edit_scale, preserve_scale)
+    if keep == "last":  # UCE's script: the weights of the last update, measured or not
+        log[-1]["selected"] = True
+        log[-1]["kept_update_after"] = not all(log[-1]["converged"].values())
+        return delta, log
     best = measured[0]
     if reselect_top and len(measured) > 1 and best[0] > 0:
         best = _reselect(pipe, measured, concepts, attributes, desired_ratios, classify, generate,  # the top k

@@ -62,6 +62,9 @@ class UceDebias(Editor):
                                     "in that phrasing as one more edited key; without `prompt_template` the loop "
                                     "samples the templates in turn"),
         "max_iterations": Param({"type": "integer", "minimum": 1}, 30, doc="iterations of the loop at most"),
+        "keep": Param({"enum": ["best", "last"]}, "best",
+                      doc="`best`: the best measured iteration's weights (ours); `last`: the weights after the last "
+                          "update, measured or not (UCE's script)"),
         "max_diff": Param({"type": "number", "exclusiveMinimum": 0}, 0.05,
                           doc="a concept has converged when every ratio is within this of its target; the edit "
                               "reached its target when every concept has, in the iteration kept (UCE's criterion)"),
@@ -227,7 +230,7 @@ def debias_outcome(kept: Mapping, entry: Mapping) -> Outcome:
     max_diff (measured on its pooled re-measurements when there are some)."""
     from ..uce import largest_gaps
 
-    ratios = kept.get("reselect_ratios") or kept["ratios"]
+    ratios = kept.get("reselect_ratios") or kept["ratios"]  # keep: last: the measurement before the update kept
     attributes = entry["attributes"]
     gaps = largest_gaps([[r.get(a, 0.0) for a in attributes] for r in ratios.values()], entry["desired_ratios"])
     worst = max(gaps)
