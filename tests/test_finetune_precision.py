@@ -153,3 +153,11 @@ def test_bad_precision_keys_are_config_errors_naming_the_key(repo, key, value):
     config["finetuners"]["full"][key] = value
     with pytest.raises(ConfigError, match=f"finetuners.full.{key}"):
         validate_config(config)
+
+
+def test_an_unquoted_yaml_no_means_float32(repo):
+    import yaml
+
+    entry = yaml.safe_load("{method: full, dataset: style, steps: 1, mixed_precision: no}")
+    assert entry["mixed_precision"] is False  # what YAML makes of it
+    assert make_finetuner(entry).settings["mixed_precision"] == "no"

@@ -51,8 +51,10 @@ COMMON = {
     "gradient_accumulation_steps": Param({"type": "integer", "minimum": 1}, 1,
                                          doc="micro-batches of `batch` images per optimizer step (the effective "
                                              "batch is batch × this; the scripts' `--gradient_accumulation_steps`)"),
-    "mixed_precision": Param({"enum": ["no", "bf16", "fp16"]}, "no",
-                             doc="`no`: everything in float32; `bf16` / `fp16`: the forward pass under autocast, "
+    # YAML reads an unquoted `no` as false: both mean float32
+    "mixed_precision": Param({"enum": ["no", "bf16", "fp16", False]}, "no",
+                             doc="`no` (YAML's unquoted `no` is `False`: the same): everything in float32; "
+                                 "`bf16` / `fp16`: the forward pass under autocast, "
                                  "frozen modules stored in that dtype, trained parameters (and EMA, optimizer "
                                  "state) in float32; fp16 with a loss scaler (GPU only)"),
     "gradient_checkpointing": Param({"type": "boolean"}, False,
@@ -100,6 +102,8 @@ class Finetuner(Plugin):
                              f"(allowed: {', '.join(sorted(allowed))})")
         # the entry's values, defaults filled (`params` are the class's declarations)
         self.settings = {k: v for k, v in self.with_defaults(entry).items() if k not in ("method", "dataset")}
+        if self.settings.get("mixed_precision") is False:  # YAML's unquoted `no`
+            self.settings["mixed_precision"] = "no"
 
     # --- what trains -----------------------------------------------------------------------
     def setup(self, pipe) -> list[tuple[str, torch.nn.Parameter]]:
