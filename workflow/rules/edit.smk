@@ -12,6 +12,8 @@ rule refact_statistic:
         device=R.device,
     log:
         "logs/refact_statistic/{model}/L{layer}_{corpus}.log",
+    benchmark:
+        "benchmarks/rules/refact_statistic/{model}/L{layer}_{corpus}.tsv",
     threads: R.torch_threads
     resources:
         gpu=R.torch_gpu,

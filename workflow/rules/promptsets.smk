@@ -10,6 +10,8 @@ rule build_promptset:
         promptset=R.promptset_slice,
     log:
         "logs/build_promptset/{promptset}.log",
+    benchmark:
+        "benchmarks/rules/build_promptset/{promptset}.tsv",
     conda:
         ENV
     script:

@@ -28,6 +28,8 @@ rule make_figure:
         figure=variant_names.NAME,
     log:
         "logs/make_figure/{figure}.log",
+    benchmark:
+        "benchmarks/rules/make_figure/{figure}.tsv",
     conda:
         ENV
     script:
@@ -60,6 +62,8 @@ rule export_annotation_kit:
         kit=variant_names.NAME,
     log:
         "logs/export_annotation_kit/{kit}.log",
+    benchmark:
+        "benchmarks/rules/export_annotation_kit/{kit}.tsv",
     conda:
         ENV
     script:

@@ -17,6 +17,8 @@ rule score_images:
         scorer=R.scorer_slice,
     log:
         "logs/score_images/{model}/{variant}/{promptset}/{scorer}.log",
+    benchmark:
+        "benchmarks/rules/score_images/{model}/{variant}/{promptset}/{scorer}.tsv",
     threads: 1
     conda:
         ENV
@@ -52,6 +54,8 @@ rule summarize_scores:
         paths.SUMMARY,
     log:
         "logs/summarize_scores/{model}/{variant}/{promptset}/{scorer}.log",
+    benchmark:
+        "benchmarks/rules/summarize_scores/{model}/{variant}/{promptset}/{scorer}.tsv",
     conda:
         ENV
     script:
@@ -65,6 +69,8 @@ rule render_reference:
         reference=R.reference_slice,
     log:
         "logs/render_reference/{quality_set}.log",
+    benchmark:
+        "benchmarks/rules/render_reference/{quality_set}.tsv",
     conda:
         ENV
     script:

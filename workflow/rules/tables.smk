@@ -20,6 +20,8 @@ rule make_table:
         table=variant_names.NAME,
     log:
         "logs/make_table/{table}.log",
+    benchmark:
+        "benchmarks/rules/make_table/{table}.tsv",
     conda:
         ENV
     script:
