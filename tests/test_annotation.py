@@ -164,8 +164,8 @@ def label_in_browser(browser: Chromium, root, annotator: str, actions: list[str]
     for n, action in enumerate(actions):
         if n == len(actions) // 2:
             browser.reload()  # the labels so far survive a reload (localStorage)
-            assert browser.evaluate("document.getElementById('progress-text').textContent") == \
-                f"{n} / {len(actions)} labelled"
+            # the page restores them when its script has run: wait for it (a loaded machine is slow)
+            browser.wait_for(f"document.getElementById('progress-text').textContent === '{n} / {len(actions)} labelled'")
         item = browser.evaluate("document.getElementById('image').dataset.item")
         # the item's image file loads from the kit folder (a relative path under file://)
         assert browser.wait_for("document.getElementById('image').complete && "

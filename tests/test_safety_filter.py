@@ -19,7 +19,7 @@ from editrobust.toyworld import safety_filter as toy_filter
 from editrobust.toyworld import world as W
 from editrobust.toyworld.captions import concept_scene
 
-from conftest import REPO, SCHEMA
+from conftest import REPO, SCHEMA, build_tiny_safety_checker
 
 
 # --- which variants the promptset asks the filter for ------------------------------------------
@@ -106,22 +106,9 @@ def test_a_toy_base_gets_the_stand_in_and_records_it(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_checker():
     """A tiny random StableDiffusionSafetyChecker and its image processor (real classes)."""
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPImageProcessor
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         vocab_size=100, max_position_embeddings=16),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=8)
-    checker = StableDiffusionSafetyChecker(config).eval()
+    checker, processor = build_tiny_safety_checker()
     with torch.no_grad():
-        checker.concept_embeds.normal_()
-        checker.special_care_embeds.normal_()
         checker.special_care_embeds_weights.fill_(2.0)  # never: cos <= 1
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return checker, processor
 
 

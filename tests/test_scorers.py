@@ -18,6 +18,8 @@ from editrobust.scoring.embeddings import embed_image_set, load_clip, read_embed
 from editrobust.toyworld import world as W
 from editrobust.toyworld.captions import concept_scene
 
+from conftest import build_tiny_safety_checker
+
 TINY_CLIP_CFG = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
@@ -231,23 +233,10 @@ def test_clip_score_quality_row(one_thread, image_set, tiny_clip_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_checker_dir(tmp_path_factory):
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPImageProcessor
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         vocab_size=100, max_position_embeddings=16),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=8)
-    checker = StableDiffusionSafetyChecker(config)
-    with torch.no_grad():
-        checker.concept_embeds.normal_()
-        checker.special_care_embeds.normal_()
+    checker, processor = build_tiny_safety_checker()
     d = tmp_path_factory.mktemp("checker")
     checker.save_pretrained(d, safe_serialization=True)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(d)
+    processor.save_pretrained(d)
     return d
 
 

@@ -38,11 +38,11 @@ from editrobust.metrics.rates import REFACT_METRICS
 from editrobust.plugins import Param
 from editrobust.variant_names import ed, ed_ft
 
-from . import COMMON, NAMES, TableKind, resample
+from . import COMMON, NAMES, resample
 from .layout import TableRows
 from .load import TableInputError
-from .refact import EDIT_PARAMS, EditMeans, EditScores, group_order
-from .spec import ScoreKey, edit_groups, edits
+from .refact import EDIT_PARAMS, EditMeans, EditScores, Refact, group_order
+from .spec import ScoreKey, edits
 
 BASE_GROUP, AVERAGE_GROUP = "Base", "Average"
 PERFORMANCE = "editing performance"
@@ -126,8 +126,9 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     return rows.frame()
 
 
-class EditDrop(TableKind):
-    """The study's §1 headline: the average drop of editing performance from M_ed to M_ed_ft per edit type."""
+class EditDrop(Refact):
+    """The study's §1 headline: the average drop of editing performance from M_ed to M_ed_ft per edit
+    type (the refact table's edits, groups and cells of an edit; its own columns)."""
 
     name = "edit_drop"
     params = {
@@ -142,14 +143,3 @@ class EditDrop(TableKind):
     }
     inputs = staticmethod(inputs)
     run = staticmethod(build)
-
-    @staticmethod
-    def cells_of_edit(spec, editor, table):
-        """The rows of the edit's RoAD type (each a mean over that type's edits)."""
-        return [r for r in table.index if r[0] == spec["groups"].get(editor, "all")], None
-
-    @classmethod
-    def resolve(cls, entry: Mapping, config: Mapping) -> dict:
-        spec = cls.with_defaults(entry)
-        spec["groups"] = edit_groups(config, spec["editors"])
-        return spec
