@@ -504,7 +504,7 @@ def disk_plan(plan: Plan, config: Mapping, sizes: Mapping[str, ModelSizes]) -> l
         s, finetuner = sizes[model], vn.parse(name).steps[-1].name
         entry = config["finetuners"][finetuner]
         n = trained_parameters(s, finetuner, entry)
-        stored = n * (4 if entry["method"] in ("lora", "dora") else s.dtype_bytes)
+        stored = n * 4  # trained parameters stay float32 in the loop, and are written so
         items += [DiskItem("fine-tune (with its checkpoints)", stored)] * (1 + checkpoints)
         # Adam's two moments, fp32 master weights, an EMA copy: kept while the job runs
         states = 3 + (1 if entry.get("use_ema") else 0)
