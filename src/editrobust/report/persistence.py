@@ -3,8 +3,8 @@
 For each fine-tuner F the points are (0, M_ed), (s, ed-E+ft-F@s) every `every` steps (default:
 the finetuner's `save_every`), and (steps, ed-E+ft-F); with `until`, only the points up to that
 step (the study's Figure 5 follows the first few hundred steps of a long fine-tune). The workflow
-saves exactly the checkpoints the figures draw (workflow.Rules.checkpoints_read). The M_ed level is drawn as a dotted line
-and, with `base: true`, M's level as a dashed one. The metric is
+saves exactly the checkpoints the figures draw (workflow.Rules.checkpoints_read). The M_ed level
+is drawn as a dotted line and, with `base: true`, M's level as a dashed one. The metric is
 
   delta                               mean over the promptset's groups (professions) of
                                       δ = |F − 0.5| / 0.5, F the female share (lower = edit holds)

@@ -59,7 +59,6 @@ class ClipPair(ClipScorer):
         "threshold": Param({"type": ["number", "null"], "minimum": 0, "maximum": 1}, None,
                            doc="null: efficacy/generality succeed when p(new) > p(old), specificity when p(old) > "
                                "p(new); a number t: when p(the text that should win) > t (Generality_75 / _90)"),
-
         "black_threshold": BLACK_THRESHOLD,
     }
 
