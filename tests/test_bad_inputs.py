@@ -404,3 +404,19 @@ def test_a_full_disk_while_writing_a_file_names_it(tmp_path, monkeypatch):
         write_csv(target, pd.DataFrame({"prompt_id": ["a"]}))
     assert caught.value.filename == str(target)
     assert list(target.parent.iterdir()) == []
+
+
+def test_a_native_writer_out_of_space_names_the_file(tmp_path):
+    """safetensors' Rust serializer reports a full disk in its message only; it is named the same way."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    from editrobust.io import atomic_dir
+
+    target = tmp_path / "results/models/tiny/ft-full"
+    with pytest.raises(OSError, match=r"No space left on device while writing .*results/models/tiny/ft-full") as caught:
+        with atomic_dir(target) as tmp:
+            (tmp / "unet.safetensors").write_bytes(b"partial")
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert caught.value.errno == errno.ENOSPC and not target.exists() and not list(target.parent.iterdir())

@@ -50,11 +50,21 @@ def remove_stale_temps(path: Path) -> None:
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def _errno(error: BaseException) -> int | None:
+    """The OS error number of a failed write: an OSError's, or the one a native writer names in its
+    message (safetensors' Rust serializer: "I/O error: No space left on device (os error 28)")."""
+    if isinstance(error, OSError):
+        return error.errno
+    found = re.search(r"\(os error (\d+)\)", str(error))
+    return int(found.group(1)) if found else None
+
+
 def _no_room(error: BaseException, path: Path, tmp: Path) -> OSError | None:
-    if not isinstance(error, OSError) or error.errno not in NO_ROOM:
+    number = _errno(error)
+    if number not in NO_ROOM:
         return None
-    return OSError(error.errno, f"{error.strerror or os.strerror(error.errno)} while writing {path} (the partial "
-                                f"{tmp.name} was removed; free space on {path.parent} and re-run)", str(path))
+    return OSError(number, f"{os.strerror(number)} while writing {path} (the partial {tmp.name} was removed; free "
+                           f"space on {path.parent} and re-run)", str(path))
 
 
 @contextlib.contextmanager
