@@ -41,7 +41,7 @@ from editrobust.variant_names import ed, ed_ft
 from . import COMMON, NAMES, resample
 from .layout import TableRows
 from .load import TableInputError
-from .refact import EDIT_PARAMS, EditMeans, EditScores, Refact, group_order
+from .refact import EDIT_PARAMS, EditMeans, Refact, group_order, load_edits
 from .spec import ScoreKey, edits
 
 BASE_GROUP, AVERAGE_GROUP = "Base", "Average"
@@ -78,18 +78,14 @@ def average_drop(edited: float, after: Mapping[str, float], measure: str = "rela
 
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     measure, metrics = spec["measure"], list(spec["metrics"])
-    with_ci, conf = bool(spec["ci"]), spec["confidence"]
     rng = np.random.default_rng(spec["seed"])
     names = spec["names"]
     finetuners = list(spec["finetuners"])
     role = {f: f"{f}|M_ed_ft" for f in finetuners}
     variant_of = {"M_ed": ed, **{role[f]: (lambda e, f=f: ed_ft(e, f)) for f in finetuners}}
-    promptset = dict(edits(spec))
-    loaded = {e: EditScores(spec, frames, e, promptset[e], variant_of) for e in spec["editors"]}
+    loaded = load_edits(spec, frames, variant_of)
     rows = TableRows(["edit", "metric"])
-
-    def ci(samples):
-        return resample.interval(samples, conf) if with_ci and samples is not None else None
+    ci = resample.interval_of(spec)
 
     for group, editors in group_order(spec).items():
         performance = {"M_ed": [], **{f: [] for f in finetuners}}

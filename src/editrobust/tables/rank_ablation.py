@@ -23,7 +23,7 @@ from editrobust.variant_names import ed_ft
 
 from . import COMMON, NAME, TableKind, resample
 from .layout import STD_ROW, TableRows
-from .refact import EDIT_PARAMS, EditMeans, EditScores, group_order
+from .refact import EDIT_PARAMS, EditMeans, group_order, load_edits
 from .spec import ScoreKey, edit_groups, edits
 
 PERCENT = 100.0
@@ -36,12 +36,11 @@ def inputs(spec: Mapping) -> list[ScoreKey]:
 
 
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
-    with_ci, conf = bool(spec["ci"]), spec["confidence"]
     rng = np.random.default_rng(spec["seed"])
-    promptset = dict(edits(spec))
+    ci = resample.interval_of(spec)
     finetuners = [f for entry in spec["ranks"] for _, f in entry["ranks"]]
     variant_of = {f: (lambda e, f=f: ed_ft(e, f)) for f in finetuners}
-    loaded = {e: EditScores(spec, frames, e, promptset[e], variant_of) for e in spec["editors"]}
+    loaded = load_edits(spec, frames, variant_of)
     groups = group_order(spec)
     # one bootstrap draw per RoAD type, shared by every (method, rank): see refact.EditMeans
     means = {group: EditMeans([loaded[e] for e in editors], "efficacy", spec, rng, reference_role=finetuners[0])
@@ -60,7 +59,7 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
                 value, samples = means[group](by_int[rank])
                 _, sd = avg_std(PERCENT * np.asarray([loaded[e].scores[by_int[rank]]["efficacy"] for e in editors]))
                 per_rank.append(PERCENT * value)
-                interval = resample.interval(PERCENT * samples, conf) if with_ci and samples is not None else None
+                interval = ci(PERCENT * samples if samples is not None else None)
                 rows.put(rank, method, group, PERCENT * value, interval)
                 rows.put(rank, method, f"{group} sd", sd)
             rows.put(STD_ROW, method, group, avg_std(per_rank)[1] if per_rank else np.nan)

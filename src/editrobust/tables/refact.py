@@ -85,6 +85,12 @@ class EditScores:
         return resample.pooled(rows, success, cluster, reference, source(frame))
 
 
+def load_edits(spec: Mapping, frames: Mapping, variant_of: Mapping) -> dict[str, EditScores]:
+    """Each of the table's edits (`editors`), its frame per role (`variant_of`) read and checked once."""
+    promptset = dict(edits(spec))
+    return {e: EditScores(spec, frames, e, promptset[e], variant_of) for e in spec["editors"]}
+
+
 class EditMeans:
     """Means over a group of edits of one metric, and their bootstrap resamples (cluster_levels):
     one draw for the group, made on the reference role's clusters and shared by every role."""
@@ -127,16 +133,11 @@ def group_order(spec: Mapping) -> dict[str, list[str]]:
 
 
 def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
-    with_ci, conf = bool(spec["ci"]), spec["confidence"]
     rng = np.random.default_rng(spec["seed"])
     names = spec["names"]
-    variant_of = roles(spec["finetuners"])
-    promptset = dict(edits(spec))
-    loaded = {e: EditScores(spec, frames, e, promptset[e], variant_of) for e in spec["editors"]}
+    loaded = load_edits(spec, frames, roles(spec["finetuners"]))
     rows = TableRows(["edit", "metric"])
-
-    def ci(samples):
-        return resample.interval(samples, conf) if with_ci and samples is not None else None
+    ci = resample.interval_of(spec)
 
     for group, editors in group_order(spec).items():
         for metric in REFACT_METRICS:

@@ -21,7 +21,7 @@ resampled values themselves, so that:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,6 +119,13 @@ def mean_of_units(draw: UnitDraw, cells: Sequence[Pooled]) -> np.ndarray:
         rows, cols = draw.slots[u]
         values[rows, cols] = cell.resampled(draw.within[u]) if draw.within[u] is not None else cell.estimate
     return values.mean(axis=1)
+
+
+def interval_of(spec: Mapping):
+    """A table's `ci(samples)`: the percentile interval of a cell's resamples at the table's
+    `confidence`, or None without `ci: true` or without resamples."""
+    with_ci, confidence = bool(spec["ci"]), spec["confidence"]
+    return lambda samples: interval(samples, confidence) if with_ci and samples is not None else None
 
 
 def interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
