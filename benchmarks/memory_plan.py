@@ -96,7 +96,8 @@ FLUX_TEXT_TOKENS = 256  # schnell's T5 length
 # 3 MB per block, below the measurements' noise (~30 MB), so this term is fixed, not fitted.
 FLUX_CKPT_BYTES_PER_BLOCK_TOKEN = 3072 * 2
 CLIP_TOKENS = 77
-FAMILY_ARCH = {"sd1": "sd14", "sdxl": "sdxl", "flux": "flux_schnell"}
+# the measured text encoder of each pipeline component
+TEXT_ENCODER_ARCH = {"text_encoder": "clip_l", "text_encoder_2": "clip_bigg"}
 
 
 # ================================================================================== measuring
@@ -570,7 +571,6 @@ def finetune_memory(pipe, arch: str, entry: Mapping, acts: Activations, px: int)
     settings = method.settings
     micro_batch = settings["batch"] * (2 if settings.get("with_prior_preservation") else 1)
     den = denoiser_name(pipe)
-    te_components = {"text_encoder": "clip_l", "text_encoder_2": "clip_bigg"}
     notes = []
     if den in trained and arch == "flux_schnell":
         notes.append("FLUX transformer training activations not measured (lower bound)")
@@ -597,7 +597,7 @@ def finetune_memory(pipe, arch: str, entry: Mapping, acts: Activations, px: int)
         for comp in text_encoder_names(pipe):
             if comp in trained and act is not None:
                 # measured in float32 only: halved under autocast, not lowered by checkpointing
-                te = acts.bytes(te_components[comp], module_mode(comp), "fp32", False, 0, micro_batch)
+                te = acts.bytes(TEXT_ENCODER_ARCH[comp], module_mode(comp), "fp32", False, 0, micro_batch)
                 act = None if te is None else act + te * (0.5 if mixed else 1.0)
         if mixed and act is not None:
             act += autocast_copy_bytes(named, [modules[c] for c in trained])
@@ -608,10 +608,11 @@ def finetune_memory(pipe, arch: str, entry: Mapping, acts: Activations, px: int)
     return trainable, total, out, notes
 
 
-def configured_setting(entry: Mapping) -> str:
-    if entry.get("mixed_precision", "no") == "no":
-        return "fp32" if not entry.get("gradient_checkpointing") else "fp32+ckpt"
-    return "mixed+ckpt" if entry.get("gradient_checkpointing") else "mixed"
+def configured_setting(settings: Mapping) -> str:
+    """The plan's column of a fine-tuner's settings (defaults filled: `Finetuner.settings`)."""
+    if settings["mixed_precision"] == "no":
+        return "fp32" if not settings["gradient_checkpointing"] else "fp32+ckpt"
+    return "mixed+ckpt" if settings["gradient_checkpointing"] else "mixed"
 
 
 def sampling_memory(pipe, arch: str, entry: Mapping, acts: Activations, dtype_bytes: int) -> tuple[Memory, list[str]]:
@@ -644,7 +645,6 @@ def edit_memory(pipe, arch: str, method: str, entry: Mapping, model_entry: Mappi
     from editrobust.finetune.objectives import text_encoder_names
 
     total = sum(p.numel() for m in pipe.components.values() if isinstance(m, torch.nn.Module) for p in m.parameters())
-    te_components = {"text_encoder": "clip_l", "text_encoder_2": "clip_bigg"}
     if method == "uce_debias":  # samples images in float32 with a CLIP classifier in the loop
         mem, notes = sampling_memory(pipe, arch, {"sampling": {**(model_entry.get("sampling") or {}),
                                                                "batch_size": min(entry.get("images_per_iteration", 10),
@@ -657,7 +657,7 @@ def edit_memory(pipe, arch: str, method: str, entry: Mapping, model_entry: Mappi
     if method == "refact":  # backward through the text encoder(s) to one layer, 10 prompts
         act = 0.0
         for comp in text_encoder_names(pipe):
-            te = acts.bytes(te_components[comp], "through", "fp32", False, 0, 10)
+            te = acts.bytes(TEXT_ENCODER_ARCH[comp], "through", "fp32", False, 0, 10)
             act = None if te is None or act is None else act + te
         return Memory(weights=total * 4, activations=act), ["text-encoder backward, 10 prompts (upper bound)"]
     # UCE erase and other closed-form edits: a text-encoder forward and per-layer matrices
@@ -674,9 +674,6 @@ def clip_classifier_parameters(config: Mapping, entry: Mapping) -> int:
 
     model = open_clip.create_model(spec["arch"], pretrained=None, device="meta")
     return sum(p.numel() for p in model.parameters())
-
-
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def planned_jobs(config: Mapping) -> dict[str, dict[str, list[str]]]:
@@ -725,14 +722,17 @@ def what_to_change(row: Row) -> str:
 
 
 def plan(config: Mapping, acts: Activations) -> list[Row]:
+    from editrobust.finetune import make_finetuner
+    from editrobust.models import FAMILY_ARCHITECTURE
     from editrobust.models.full_size import meta_pipeline
+    from editrobust.preflight import DTYPE_BYTES
 
     rows = []
     for model, jobs in planned_jobs(config).items():
         entry = config["models"][model]
-        if entry.get("kind") != "hub" or entry.get("family") not in FAMILY_ARCH:
-            continue  # toy models are planned by their own config (the CPU)
-        arch = FAMILY_ARCH[entry["family"]]
+        if entry.get("family") not in FAMILY_ARCHITECTURE or entry.get("size") == "tiny":
+            continue  # a released architecture only (hub, path, random): the toy runs on the CPU
+        arch = FAMILY_ARCHITECTURE[entry["family"]]
         base = meta_pipeline(arch)
         total = sum(p.numel() for m in base.components.values() if hasattr(m, "parameters") for p in m.parameters())
         dtype = entry.get("dtype") or "float32"
@@ -755,12 +755,13 @@ def plan(config: Mapping, acts: Activations) -> list[Row]:
             px = int((config.get("datasets", {}).get(ft["dataset"]) or {}).get("resolution") or 0) or \
                 _native_px(arch)
             trainable, n_total, by_setting, notes = finetune_memory(meta_pipeline(arch), arch, ft, acts, px)
-            setting = configured_setting(ft)
+            settings = make_finetuner(ft).settings
+            setting = configured_setting(settings)
             configured = by_setting.get(setting) or by_setting["fp32"]  # fp32+ckpt is planned as fp32
-            notes = [f"{px} px, micro-batch {ft.get('batch')} x {ft.get('gradient_accumulation_steps', 1)} "
-                     f"accumulation, {ft.get('optimizer', 'adamw')}"
-                     + (", EMA" if ft.get("use_ema") else "")] + notes
-            label = setting.replace("mixed", ft.get("mixed_precision", "mixed"))  # e.g. "bf16+ckpt"
+            notes = [f"{px} px, micro-batch {settings['batch']} x {settings['gradient_accumulation_steps']} "
+                     f"accumulation, {settings['optimizer']}"
+                     + (", EMA" if settings.get("use_ema") else "")] + notes
+            label = setting.replace("mixed", settings["mixed_precision"])  # e.g. "bf16+ckpt"
             rows.append(Row(model, f"fine-tune {name}", trainable, n_total, by_setting, label, configured, notes))
     for row in rows:
         row.change = what_to_change(row)

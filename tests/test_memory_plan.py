@@ -131,3 +131,15 @@ def test_autocast_weight_copies_match_the_measurement(mp, measured):
         return point["bytes"]
     planned, real = at_128("bf16_params") + copies, at_128("bf16")
     assert real <= planned <= 1.15 * real
+
+
+def test_the_configured_column_reads_the_finetuners_own_settings(mp):
+    from editrobust.finetune import make_finetuner
+
+    def column(**keys):
+        return mp.configured_setting(make_finetuner(dict(method="full", dataset="d", steps=1, **keys)).settings)
+
+    assert column() == "fp32" and column(mixed_precision=False) == "fp32"  # YAML's unquoted `no`
+    assert column(mixed_precision="bf16") == "mixed" and column(mixed_precision="fp16", gradient_checkpointing=True) \
+        == "mixed+ckpt"
+    assert column(gradient_checkpointing=True) == "fp32+ckpt"
