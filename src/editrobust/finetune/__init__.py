@@ -60,7 +60,8 @@ def finetune_model(parent_dir: str | Path, finetuner: str, entry: Mapping, datas
         raise ValueError(f"{out_dir}: a variant's parent must be its sibling, got {parent_dir}")
     method = make_finetuner(entry)
     cache = load_latent_cache(cache_path)
-    # Training runs in float32 whatever dtype the model is sampled in (models.<name>.dtype).
+    # Loaded in float32 whatever dtype the model is sampled in (models.<name>.dtype); under the
+    # finetuner's mixed_precision the loop then stores the frozen modules in half (loop.store_frozen_in).
     pipe = load_pipeline(parent_dir, device=device, dtype=torch.float32)
     check_vae_unchanged(parent_dir)
     info = dict(parent=parent_dir.name, kind="finetune", method=method.name, finetuner=finetuner,
