@@ -27,7 +27,8 @@ from pathlib import Path
 VARIANT_DIR = "results/models/{model}/{variant}"
 VARIANT_JSON = VARIANT_DIR + "/variant.json"
 TRAIN_STATE = "results/train_state/{model}/{variant}"  # a fine-tune's resumable state, outside its outputs
-REFACT_STATISTIC = "results/stats/{model}/fc2_second_moment_L{layer}_{corpus}.safetensors"
+# ReFACT's statistic of the text encoder the edit starts from (a re-edit's is the fine-tuned encoder's)
+REFACT_STATISTIC = "results/stats/{model}/{variant}/fc2_second_moment_L{layer}_{corpus}.safetensors"
 LATENT_CACHE = "results/cache/{model}/latents_{dataset}.safetensors"
 # --- prompts, images, scores ---------------------------------------------------------------------------
 PROMPTSET = "results/promptsets/{promptset}.csv"

@@ -127,7 +127,7 @@ class _Walker:
             (paths.REFERENCE, lambda f: []),
             (paths.SAMPLES_INDEX, lambda f: self.R.variant_chain(SimpleNamespace(**f)) + [paths.fill(paths.PROMPTSET, **f)]),
             (paths.VARIANT_JSON, self._variant),
-            (paths.REFACT_STATISTIC, lambda f: [paths.variant_json(f["model"], vn.BASE)]
+            (paths.REFACT_STATISTIC, lambda f: self.R.variant_chain(SimpleNamespace(**f))
              + self.R.statistic_corpus_inputs(SimpleNamespace(**f))),
             (paths.LATENT_CACHE, lambda f: [paths.variant_json(f["model"], vn.BASE)]
              + self.R.dataset_inputs(SimpleNamespace(**f))),
@@ -186,7 +186,8 @@ class _Walker:
         last = variant.steps[-1]
         if last.kind == vn.EDIT:
             self.plan.editors.add(last.name)
-            return _values(self.R.edit_inputs(SimpleNamespace(model=model, editor=last.name)))
+            return _values(self.R.edit_inputs(SimpleNamespace(model=model, editor=last.name,
+                                                              parent=str(variant.parent))))
         chain = [paths.variant_json(model, str(v)) for v in variant.parent.chain]
         return chain + [paths.fill(self.R.latent_cache(last.name), model=model)]
 

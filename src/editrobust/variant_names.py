@@ -6,12 +6,13 @@ A variant is the base model M followed by steps applied left to right, joined by
     ed-E                 M edited by the editor E                 (E = an `editors` entry)
     ft-F                 M fine-tuned by the finetuner F          (F = a `finetuners` entry)
     ed-E+ft-F            M edited by E, then fine-tuned by F
+    ed-E+ft-F+ed-E       ... then edited again by E (re-editing: does it restore the edit?)
+    ft-F+ed-E            M fine-tuned by F, then edited by E (editing after a fine-tune)
     <variant>@<step>     the checkpoint at training step <step> of the variant's last step,
                          which must be a fine-tune (e.g. ed-E+ft-F@20)
 
-The grammar also admits what later stages compose: editing after a fine-tune (`ft-F+ed-E`),
-re-editing (`ed-E+ft-F+ed-E`) and several edits in one model (`ed-A+ed-B`). The workflow builds
-the compositions in BUILT_SHAPES; `problems` says so when a config asks for another.
+The grammar also admits other compositions, such as several edits in one model (`ed-A+ed-B`).
+The workflow builds those in BUILT_SHAPES; `problems` says so when a config asks for another.
 
 Nothing here imports the rest of the package: rule files, config validation, tables and figures
 all spell variant names through this module.
@@ -112,6 +113,16 @@ def ed_ft(editor: str, finetuner: str) -> str:
     return then(ed(editor), ft(finetuner))
 
 
+def re_edit(editor: str, finetuner: str) -> str:
+    """ed-E+ft-F+ed-E: the edit applied again to its own fine-tuned model."""
+    return then(ed_ft(editor, finetuner), ed(editor))
+
+
+def ft_ed(finetuner: str, editor: str) -> str:
+    """ft-F+ed-E: the fine-tuned base model, edited afterwards."""
+    return then(ft(finetuner), ed(editor))
+
+
 def at_step(variant: str, step: int) -> str:
     return f"{variant}@{step}"
 
@@ -124,7 +135,9 @@ def checkpoint_steps(save_every: int | None, steps: int) -> list[int]:
 
 # The compositions the workflow's rules build (the grammar admits more; see the module docstring).
 BUILT_SHAPES = {(): "base", (EDIT,): "ed-<editor>", (FINETUNE,): "ft-<finetuner>",
-                (EDIT, FINETUNE): "ed-<editor>+ft-<finetuner>"}
+                (EDIT, FINETUNE): "ed-<editor>+ft-<finetuner>",
+                (EDIT, FINETUNE, EDIT): "ed-<editor>+ft-<finetuner>+ed-<editor>",
+                (FINETUNE, EDIT): "ft-<finetuner>+ed-<editor>"}
 
 
 def problems(where: str, variant: str, editors: dict, finetuners: dict) -> list[str]:

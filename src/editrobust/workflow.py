@@ -107,11 +107,14 @@ class Rules:
         return canonical(self.config["editors"][wildcards.editor])
 
     def edit_inputs(self, wildcards) -> dict:
-        """The base model and the files the editor's method reads (editors.Editor.inputs)."""
+        """The model the edit starts from (`chain`: its variant.json files, base first; the base
+        for `ed-E`, the fine-tuned variant `{parent}` for `{parent}+ed-E`) and the files the
+        editor's method reads (editors.Editor.inputs)."""
         entry = self.config["editors"][wildcards.editor]
-        extra = EDITORS.get(entry["method"]).inputs(wildcards.model, entry, self.config)
-        return {"base": paths.variant_json(wildcards.model, "base"),
-                **{k: self.via_downloads(v) for k, v in extra.items()}}
+        parent = getattr(wildcards, "parent", vn.BASE)
+        extra = EDITORS.get(entry["method"]).inputs(wildcards.model, entry, self.config, parent)
+        chain = [paths.variant_json(wildcards.model, str(v)) for v in vn.parse(parent).chain]
+        return {"chain": chain, **{k: self.via_downloads(v) for k, v in extra.items()}}
 
     def editor_resolved_slice(self, wildcards) -> str:
         """What the editor needs from other sections (editors.Editor.resolved), e.g. a CLIP model spec."""

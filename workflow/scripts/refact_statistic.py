@@ -6,7 +6,7 @@ from editrobust.runtime import job_device, setup_job
 setup_job(snakemake)
 corpus_files = list(snakemake.input.corpus)  # a download's manifest, next to its lines.txt
 refact_statistic(
-    Path(snakemake.input.base).parent,
+    Path(snakemake.input.chain[-1]).parent,  # the variant whose text encoder is measured
     int(snakemake.wildcards.layer),
     snakemake.wildcards.corpus,
     snakemake.output[0],

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from editrobust.plugins import Param, Plugin, Registry
-from editrobust.variant_names import BASE, ed
+from editrobust.variant_names import BASE, ed, then
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,10 @@ class Editor(Plugin):
     }
 
     @classmethod
-    def inputs(cls, model: str, entry: Mapping, config: Mapping) -> dict[str, str]:
-        """Files the edit reads besides the base model, {name: path} (relative to the workdir)."""
+    def inputs(cls, model: str, entry: Mapping, config: Mapping, parent: str = BASE) -> dict[str, str]:
+        """Files the edit reads besides the model it edits (the variant `parent`: `base`, or a
+        fine-tuned variant for a re-edit or an edit after a fine-tune), {name: path} (relative to
+        the workdir)."""
         return {}
 
     @classmethod
@@ -126,14 +128,17 @@ EDITORS = Registry("editors", "method", Editor, {
 })
 
 
-def edit_model(base_dir: str | Path, editor: str, entry: Mapping, out_dir: str | Path, *,
+def edit_model(parent_dir: str | Path, editor: str, entry: Mapping, out_dir: str | Path, *,
                inputs: Mapping[str, str | Path] | None = None, resolved: Mapping | None = None,
                sampling: Mapping | None = None, device: str = "cpu") -> dict:
-    """The rule `edit_model`: apply editor `editor` (config `entry`) to the model in `base_dir`
-    and write the delta variant `out_dir`; returns its variant.json.
+    """The rules `edit_model` and `edit_model_after`: apply editor `editor` (config `entry`) to the
+    variant in `parent_dir` (the base model; or a fine-tuned one: a re-edit `ed-E+ft-F+ed-E`, an
+    edit after a fine-tune `ft-F+ed-E`) and write the delta variant `out_dir`, its sibling;
+    returns its variant.json.
 
     The model is edited in float32 (UCE's closed form and ReFACT's optimisation), whatever dtype
-    it is sampled in."""
+    it is sampled in. The delta holds the edited tensors' new values, so it composes after any
+    parent: loading replaces those tensors last."""
     import torch
 
     from editrobust.models.variants import load_pipeline, write_delta_variant
@@ -141,7 +146,10 @@ def edit_model(base_dir: str | Path, editor: str, entry: Mapping, out_dir: str |
     method = EDITORS.get(entry["method"])
     job = EditJob(editor, method.with_defaults(entry), {k: Path(v) for k, v in (inputs or {}).items()},
                   dict(resolved or {}), dict(sampling or {}), device)
-    pipe = load_pipeline(base_dir, device=device, dtype=torch.float32)
+    parent_dir, out_dir = Path(parent_dir), Path(out_dir)
+    if parent_dir.parent != out_dir.parent:
+        raise ValueError(f"{out_dir}: a variant's parent must be its sibling, got {parent_dir}")
+    pipe = load_pipeline(parent_dir, device=device, dtype=torch.float32)
     delta, info = method().run(pipe, job)
     outcome = info.pop("target", None)
     change = check_edit(editor, job.entry, pipe, delta, outcome)
@@ -149,7 +157,8 @@ def edit_model(base_dir: str | Path, editor: str, entry: Mapping, out_dir: str |
     log.info("%s changed %d tensors, %d parameters (largest relative change %.2e)", editor,
              sum(len(t) for t in delta.values()), n_params, change)
     return write_delta_variant(out_dir, delta, dict(
-        name=ed(editor), kind="edit", parent=BASE, method=entry["method"], params=job.entry, result=info,
+        name=then(parent_dir.name, ed(editor)), kind="edit", parent=parent_dir.name, method=entry["method"],
+        params=job.entry, result=info,
         reached=outcome.reached if outcome else None, target=asdict(outcome) if outcome else None,
         relative_change=change))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from editrobust import paths
 from editrobust.plugins import Param, reference_problems
+from editrobust.variant_names import BASE
 
 from .. import EditFailed, EditJob, Editor, Outcome
 from ..prompts import REFACT_POSITIONS, REFACT_TEMPLATES
@@ -68,9 +69,12 @@ class Refact(Editor):
         return reference_problems(f"editors.{name}.statistics", entry["statistics"], config, "downloads", "wikitext103")
 
     @classmethod
-    def inputs(cls, model: str, entry: Mapping, config: Mapping) -> dict[str, str]:
+    def inputs(cls, model: str, entry: Mapping, config: Mapping, parent: str = BASE) -> dict[str, str]:
+        """The statistic of the model the edit starts from: a re-edit after a fine-tune that trained
+        the text encoder needs the fine-tuned encoder's second moment, not the base's."""
         entry = cls.with_defaults(entry)
-        out = {"stats": paths.fill(paths.REFACT_STATISTIC, model=model, layer=entry["layer"], corpus=entry["statistics"])}
+        out = {"stats": paths.fill(paths.REFACT_STATISTIC, model=model, variant=parent, layer=entry["layer"],
+                                   corpus=entry["statistics"])}
         if entry["road"]["file"] != "toy":
             out["road"] = entry["road"]["file"]
         return out

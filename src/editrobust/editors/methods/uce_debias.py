@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from editrobust.plugins import Param
-from editrobust.variant_names import ed
+from editrobust.variant_names import BASE, ed
 
 from .. import EditJob, Editor, Outcome
 
@@ -124,7 +124,7 @@ class UceDebias(Editor):
         return {"clip_model": clip_model_spec(config, entry["clip_model"])}
 
     @classmethod
-    def inputs(cls, model: str, entry: Mapping, config: Mapping) -> dict[str, str]:
+    def inputs(cls, model: str, entry: Mapping, config: Mapping, parent: str = BASE) -> dict[str, str]:
         return {"vocabulary": entry["vocabulary"]} if "vocabulary" in entry else {}
 
     @classmethod
