@@ -64,6 +64,7 @@ def finetune_model(parent_dir: str | Path, finetuner: str, entry: Mapping, datas
     # finetuner's mixed_precision the loop then stores the frozen modules in half (loop.store_frozen_in).
     pipe = load_pipeline(parent_dir, device=device, dtype=torch.float32)
     check_vae_unchanged(parent_dir)
+    keep_frozen = edited_tensors(parent_dir) if method.settings["keep_edit_frozen"] else set()
     info = dict(parent=parent_dir.name, kind="finetune", method=method.name, finetuner=finetuner,
                 params=method.settings, dataset=dict(dataset, cache=cache.meta), steps=int(method.settings["steps"]),
                 parent_kind=read_variant(parent_dir)["kind"])
@@ -71,7 +72,25 @@ def finetune_model(parent_dir: str | Path, finetuner: str, entry: Mapping, datas
     fingerprinted = method.settings if checkpoints is None else {**method.settings, "checkpoints": sorted(checkpoints)}
     fp = fingerprint(fingerprinted, parent_dir, Path(cache_path))
     return train(pipe, method, cache, out_dir, state_dir, info, fingerprint_value=fp, device=device,
-                 checkpoints=checkpoints)
+                 checkpoints=checkpoints, keep_frozen=keep_frozen)
+
+
+def edited_tensors(variant_dir: str | Path) -> set[str]:
+    """"<component>.<state-dict key>" of every tensor an edit in the variant's chain changed (the
+    keys of the edits' deltas): what edit-aware fine-tuning (`keep_edit_frozen`) keeps frozen."""
+    from safetensors import safe_open
+
+    from editrobust.models.variants import read_variant, variant_chain
+
+    out = set()
+    for directory in variant_chain(variant_dir):
+        info = read_variant(directory)
+        if info.get("kind") != "edit":
+            continue
+        for component in info.get("components", []):
+            with safe_open(str(Path(directory) / f"{component}.safetensors"), framework="pt") as f:
+                out.update(f"{component}.{key}" for key in f.keys())
+    return out
 
 
 def cache_latents(base_dir: str | Path, dataset: str, entry: Mapping, out_path: str | Path, device: str = "cpu"):

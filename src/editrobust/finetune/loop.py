@@ -192,9 +192,25 @@ def enable_gradient_checkpointing(pipe, trained: list[tuple[str, torch.nn.Parame
 
 
 # ------------------------------------------------------------------------------------------ loop
+def hold_frozen(named: list[tuple[str, torch.nn.Parameter]], keep_frozen, variant: str):
+    """(the trainable parameters without those in `keep_frozen`; those held, now frozen)."""
+    held_pairs = [(name, prm) for name, prm in named if name in keep_frozen]
+    for _, prm in held_pairs:
+        prm.requires_grad_(False)
+    held = sorted(name for name, _ in held_pairs)
+    if held:
+        log.info("fine-tune %s: %d tensors an edit changed stay frozen (keep_edit_frozen), e.g. %s", variant,
+                 len(held), held[0])
+    else:
+        log.info("fine-tune %s: none of the %d trained tensors was changed by an edit (keep_edit_frozen has "
+                 "nothing to hold)", variant, len(named))
+    return [(n, p) for n, p in named if n not in keep_frozen], held_pairs
+
+
 def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, state_dir: str | Path, info: dict,
           fingerprint_value: str = "", device: str | torch.device = "cpu",
-          on_step: Callable[[int], None] | None = None, checkpoints: list[int] | None = None) -> dict:
+          on_step: Callable[[int], None] | None = None, checkpoints: list[int] | None = None,
+          keep_frozen: set[str] | frozenset = frozenset()) -> dict:
     """Fine-tune `pipe` (the parent variant, loaded) with `method` on `cache`; write the variant
     `out_dir` (and its `@<step>` siblings). `info` is recorded in `variant.json`. Returns that info.
 
@@ -202,6 +218,10 @@ def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, stat
     its rule declares, only for variants something reads checkpoints of: a persistence figure's
     points); None = every multiple of the method's `save_every`. Which are written never changes
     the final variant.
+
+    `keep_frozen`: "<component>.<parameter>" names that stay frozen although the method trains
+    their module (edit-aware fine-tuning: the tensors the parent's edits changed); which of them
+    the method would have trained is recorded in variant.json as `kept_frozen`.
 
     `on_step(step)` is called after each completed step (and its checkpointing); tests use it to
     simulate a kill.
@@ -219,10 +239,15 @@ def train(pipe, method: Finetuner, cache: LatentCache, out_dir: str | Path, stat
         pipe.to(device)
     method.prepare(pipe, cache, generator)
     named = method.setup(pipe)
+    held: list = []
+    if keep_frozen:
+        named, held = hold_frozen(named, keep_frozen, variant)
+        info["kept_frozen"] = sorted(name for name, _ in held)
     if not named:
         raise ValueError(f"fine-tune {variant} ({method.name}): nothing to train")
     if p["mixed_precision"] != "no":
-        store_frozen_in(pipe, named, HALF[p["mixed_precision"]])
+        # a held tensor stays float32 too: its module's delta is written whole, with the edit in it
+        store_frozen_in(pipe, named + held, HALF[p["mixed_precision"]])
     if p["gradient_checkpointing"]:
         enable_gradient_checkpointing(pipe, named)
     pipe.to(device)  # after the casts: a half-precision frozen module never exists in float32 on the device

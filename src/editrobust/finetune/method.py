@@ -73,6 +73,10 @@ COMMON = {
     "checkpoint_every": Param({"type": "integer", "minimum": 0}, 0,
                               doc="save the resumable training state every N steps (0 = never); a re-run after a "
                                   "kill resumes there and ends with the same weights"),
+    "keep_edit_frozen": Param({"type": "boolean"}, False,
+                              doc="edit-aware fine-tuning: the tensors an edit of the parent changed (UCE's "
+                                  "cross-attention K/V, ReFACT's fc2) stay frozen; the rest trains as usual. "
+                                  "Recorded in variant.json (`kept_frozen`); adapters (LoRA, DoRA) never overlap"),
     "save_every": Param({"type": "integer", "minimum": 0}, 0,
                         doc="checkpoints `<variant>@<step>` every N steps (0 = none), written only for the variants a "
                             "persistence figure or an evaluation reads"),
