@@ -42,6 +42,10 @@ QUALITY = "results/quality/{model}/{variant}/{quality_set}.csv"
 # --- tables, figures, annotation -----------------------------------------------------------------------
 TABLE = "results/tables/{table}.{ext}"
 TABLE_EXTENSIONS = ("csv", "md", "tex")
+# A table's seed planning (tables/power.py, rule table_power): in a folder of its own, so that it
+# cannot be read as a table `<table>_power` of make_table's TABLE.
+POWER_TABLE = "results/tables/power/{table}.{ext}"
+POWER_EXTENSIONS = ("csv", "md")
 FIGURE = "results/figures/{figure}.{ext}"
 FIGURE_EXTENSIONS = ("png", "pdf", "csv")
 KIT_DIR = "results/annotation/{kit}/kit"

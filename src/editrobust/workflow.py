@@ -31,6 +31,8 @@ from editrobust.scoring import SCORERS, clip_model_spec
 from editrobust.tables import edit_records
 from editrobust.tables import input_paths as table_input_paths
 from editrobust.tables import resolve as resolve_table
+from editrobust.tables.power import power_path
+from editrobust.tables.power import supports as power_supports
 
 # Where labels come back: changing it must not re-blind an annotation kit.
 KIT_OUTPUT_ONLY = ("returned", "scorer")
@@ -281,6 +283,10 @@ class Rules:
     def table_slice(self, wildcards) -> str:
         return canonical(self.table_spec(wildcards.table))
 
+    def power_slice(self, wildcards) -> str:
+        """The seed-planning targets (`power`, defaults from the schema when absent)."""
+        return canonical(self.section("power"))
+
     def figure_spec(self, name: str) -> dict:
         """The figure's config slice (its kind's FigureKind.resolve)."""
         return self._resolved("figures", name, resolve_figure)
@@ -337,6 +343,11 @@ class Rules:
 
     def table_targets(self) -> list[str]:
         return [paths.table(name, ext) for name in self.section("tables") for ext in paths.TABLE_EXTENSIONS]
+
+    def power_targets(self) -> list[str]:
+        """The seed-planning tables (`snakemake power`) of every table whose kind supports them."""
+        return [power_path(name, ext) for name in self.section("tables")
+                if power_supports(self.table_spec(name)) for ext in paths.POWER_EXTENSIONS]
 
     def figure_targets(self) -> list[str]:
         return [paths.figure(name, ext) for name in self.section("figures") for ext in ("png", "pdf")]

@@ -31,3 +31,39 @@ rule make_table:
 rule tables:
     input:
         R.table_targets(),
+
+
+# Seed planning: per cell of a table, the images per prompt (or prompts) needed for a CI
+# half-width and for detecting a change (editrobust.tables.power; config key `power`).
+# `snakemake power` builds it for every table whose kind supports it.
+
+
+localrules:
+    table_power,
+    power,
+
+
+rule table_power:
+    input:
+        R.table_inputs,
+    output:
+        csv=paths.fill(paths.POWER_TABLE, ext="csv"),
+        md=paths.fill(paths.POWER_TABLE, ext="md"),
+    params:
+        table=R.table_slice,
+        power=R.power_slice,
+    wildcard_constraints:
+        table=variant_names.NAME,
+    log:
+        "logs/table_power/{table}.log",
+    benchmark:
+        "benchmarks/rules/table_power/{table}.tsv",
+    conda:
+        ENV
+    script:
+        "../scripts/table_power.py"
+
+
+rule power:
+    input:
+        R.power_targets(),
