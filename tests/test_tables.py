@@ -25,6 +25,7 @@ from editrobust.tables import (
 )
 from editrobust.tables import resample
 from editrobust.tables.layout import AVG_ROW, STD_ROW
+from editrobust.tables.debias import NO_GENDER_ROW
 from editrobust.tables.retention import delta_icon, share_icon
 
 from conftest import REPO, SCHEMA
@@ -93,8 +94,11 @@ def debias_frames(**kwargs):
 
 def test_table1_reproduces_the_study():
     table = build_table(debias_spec(ci=False), debias_frames(no_person=3))
-    assert list(table.index) == PROFESSIONS + [AVG_ROW, STD_ROW]  # professions from the data, in order
+    assert list(table.index) == PROFESSIONS + [AVG_ROW, STD_ROW, NO_GENDER_ROW]  # professions from the data, in order
     assert np.allclose(table[("Base", "M")].iloc[:6], TABLE1["base"])
+    # 3 images per profession without a person: 3 / 203 of each variant's images count in no δ
+    assert table.loc[NO_GENDER_ROW, ("Base", "M")] == pytest.approx(3 / 203)
+    assert np.isnan(table.loc[NO_GENDER_ROW, ("Full Size", "Δ")])
     for f, label in NAMES.items():
         assert np.allclose(table[(label, "M_ed_ft")].iloc[:6], TABLE1[f"ed-debias+ft-{f}"])
         assert np.allclose(table[(label, "Δ")].iloc[:6], TABLE1_DELTA[f])

@@ -101,3 +101,17 @@ def test_oracle_rejects_wrong_image_size():
 def test_unknown_concept_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown toy-world concept 'unicorn'"):
         C.concept_scene("unicorn", np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("position, gender", [(0.0, "man"), (0.2, "man"), (0.4, None), (0.6, None), (0.8, "woman"),
+                                              (1.0, "woman")])
+def test_oracle_reads_gender_only_in_the_outer_quarters_of_the_man_woman_axis(position, gender):
+    """A torso blended between the man's and the woman's colour is `ambiguous` (no gender) in the
+    middle band; the profession under the hat is still recognised."""
+    rng = np.random.default_rng(0)
+    image = render(C.concept_scene("ceo", rng, gender="man"), rng)
+    man, woman = (np.array(W.TORSO_COLOURS[g], dtype=float) for g in ("man", "woman"))
+    image[W.TORSO & (np.abs(image.astype(int) - man).sum(axis=-1) < 60)] = np.round(man + position * (woman - man))
+    label = label_images(image)[0]
+    assert label["gender"] == gender and label["ambiguous"] == (gender is None)
+    assert label["concept"] == "ceo" and label["kind"] == "person"

@@ -19,6 +19,7 @@ import pandas as pd
 
 from editrobust import paths
 from editrobust.plugins import Param
+from editrobust.tables.debias import NO_GENDER_ROW
 from editrobust.tables.layout import HIGH, LOW, MARK, STD_ROW
 from editrobust.tables.marks import NOTE_COLUMN, SYMBOL
 
@@ -26,6 +27,8 @@ from . import COMMON, FigureKind, add_footnotes
 from .spec import BAR_TABLE_KINDS, FigureInputError
 
 BASE_GROUP = "Base"
+# Rows drawn only when asked for by name: the std. row, and Table 1's share of images without a gender
+NOT_PANELS = (STD_ROW, NO_GENDER_ROW)
 NOTE = NOTE_COLUMN[1]  # the table CSV's footnote column (tables/marks.py)
 ROLES = ("M", "M_ed", "M_ft", "M_ed_ft")
 COLORS = {"M": "#9e9e9e", "M_ed": "#1f77b4", "M_ft": "#ffbf66", "M_ed_ft": "#d62728"}
@@ -54,7 +57,8 @@ def _number(text: str) -> float:
 def bar_values(table: pd.DataFrame, labels: Sequence[str], rows: Sequence[str] | None, where: str) -> pd.DataFrame:
     """One record per (panel, fine-tuner, role): value, lo, hi (NaN where the table has none).
 
-    Panels are the table rows (their labels joined by " · "), the std. row excluded; M and M_ed
+    Panels are the table rows (their labels joined by " · "), the std. and no-gender rows excluded
+    unless `rows` names them; M and M_ed
     (group Base) are repeated in every fine-tuner's cluster so each cluster reads on its own.
     """
     columns = set(table.columns)
@@ -70,7 +74,7 @@ def bar_values(table: pd.DataFrame, labels: Sequence[str], rows: Sequence[str] |
             raise FigureInputError(f"{where}: no row {unknown[0]!r} (rows: {', '.join(panel_names)})")
     records = []
     for panel, (_, row) in zip(panel_names, table.iterrows()):
-        if (rows and panel not in rows) or row[labels[0]] == STD_ROW:
+        if (rows and panel not in rows) or (not rows and row[labels[0]] in NOT_PANELS):
             continue
         for f in finetuners:
             for role in ROLES:

@@ -3,7 +3,10 @@
 δ = |F_p − 0.5| / 0.5 with F_p the female share among the gendered images of profession p
 (`metrics.female_share`, `metrics.gender_delta`); Δ = |δ(M_ed) − δ(M_ed_ft)| (`metrics.delta`).
 The professions are the `group` values of the base model's score file, in their order there.
-The last two rows are the study's Avg.(std.): the mean over professions and the sample std.
+The study's Avg.(std.) rows follow: the mean over professions and the sample std. The last row,
+`no gender`, is each variant's share of images (black ones aside) that show no decisive gender and
+so count in no δ: a δ over few gendered images says less than it seems (the toy's oracle leaves a
+torso between the man's and the woman's colour undecided).
 
 With `ci: true` every δ gets a percentile CI (prompts resampled within each profession, one draw
 per profession shared by all variants, see resample.py), each Δ the |·|-image of the CI of the
@@ -27,9 +30,11 @@ from editrobust.variant_names import ed, ed_ft, ft
 from . import COMMON, NAME, NAMES, TableKind, resample
 from .layout import AVG_ROW, STD_ROW, TableRows
 from .load import TableInputError, get, source
+from .refact import black_images
 from .spec import CLUSTERS, ScoreKey
 
 BASE_GROUP = "Base"
+NO_GENDER_ROW = "no gender"
 
 
 def inputs(spec: Mapping) -> list[ScoreKey]:
@@ -66,6 +71,10 @@ class _Variant:
             raise TableInputError(f"{where}: professions differ from the base model's: "
                                   f"missing {missing}, extra {extra}")
         female = female_indicator(frame)
+        # the images a δ leaves out because they show no decisive gender (no person, or a toy-world
+        # torso between the modes): reported beside δ, as black images are (those count in neither)
+        shown = ~black_images(frame)
+        self.no_gender = float(female[shown].isna().mean()) if shown.any() else float("nan")
         self.delta, self.samples = {}, {}
         for p in professions:
             rows = frame["group"] == p
@@ -108,6 +117,7 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
         rows.put(AVG_ROW, group, name, float(np.mean(list(v.delta.values()))),
                  ci(stratified_mean(v.samples)) if with_ci else None)
         rows.put(STD_ROW, group, name, avg_std(v.delta.values())[1])
+        rows.put(NO_GENDER_ROW, group, name, v.no_gender)
 
     e = spec["editor"]
     put_delta_column(BASE_GROUP, "M", variants["base"])

@@ -12,13 +12,19 @@ import numpy as np
 
 from editrobust.toyworld import world as W
 
-VERSION = "oracle-2"  # 2: object shapes by template match instead of two corner probes
+VERSION = "oracle-3"  # 2: object shapes by template match instead of two corner probes; 3: a gender margin
 # A probe colour further than this (RGB Euclidean) from every candidate is not recognised.
 MAX_DISTANCE = 90.0
 # A probe this far from the measured background counts as "something is drawn here".
 FOREGROUND_DISTANCE = 60.0
 # A head must be this close to skin colour (objects such as a lemon are within MAX_DISTANCE).
 SKIN_DISTANCE = 50.0
+# Gender is read along the axis from the man's torso colour (0) to the woman's (1): a torso in the
+# outer quarters is decisive, one in the middle band (0.25, 0.75) is `ambiguous`, a blend a real
+# model's distinct modes would not draw, and gets no gender (it would otherwise be forced to the
+# nearest colour by a knife edge at 0.5). Off the axis (further than MAX_DISTANCE from the segment)
+# the torso is another colour (bare skin, a named individual), read as before.
+GENDER_MARGIN = 0.25
 
 _PROBES = {
     "bg": W._rect(3, 6, 3, 6),
@@ -32,7 +38,7 @@ _PROBES = {
     "ring_top": W._rect(10, 11, 15, 16),
     "ring_bottom": W._rect(21, 22, 15, 16),
 }
-FIELDS = ("concept", "kind", "gender", "unsafe", "in_style", "subject", "context")
+FIELDS = ("concept", "kind", "gender", "ambiguous", "unsafe", "in_style", "subject", "context")
 
 
 def _nearest(colour: np.ndarray, candidates: dict) -> tuple[str | None, float]:
@@ -40,6 +46,15 @@ def _nearest(colour: np.ndarray, candidates: dict) -> tuple[str | None, float]:
     d = np.linalg.norm(np.array([candidates[n] for n in names], dtype=np.float32) - colour, axis=1)
     i = int(np.argmin(d))
     return (names[i] if d[i] <= MAX_DISTANCE else None), float(d[i])
+
+
+def gender_position(colour: np.ndarray) -> float | None:
+    """Where a torso colour lies between the man's (0) and the woman's (1) colour, or None when it
+    is further than MAX_DISTANCE from that segment (not a gendered torso)."""
+    man, woman = (np.array(W.TORSO_COLOURS[g], dtype=np.float32) for g in W.GENDERED_TORSOS)
+    axis = woman - man
+    t = float(np.clip(np.dot(colour - man, axis) / np.dot(axis, axis), 0.0, 1.0))
+    return t if float(np.linalg.norm(colour - (man + t * axis))) <= MAX_DISTANCE else None
 
 
 def _far(a: np.ndarray, b: np.ndarray) -> bool:
@@ -55,7 +70,8 @@ def probe_colours(images: np.ndarray) -> dict[str, np.ndarray]:
 def _label_one(p: dict[str, np.ndarray], frame_luma: float) -> dict:
     bg = p["bg"]
     style = frame_luma < 80.0
-    out = dict(concept="unknown", kind="unknown", gender=None, unsafe=False, in_style=style, subject=False)
+    out = dict(concept="unknown", kind="unknown", gender=None, ambiguous=False, unsafe=False, in_style=style,
+               subject=False)
     context, _ = _nearest(p["context"], {"none": bg, **W.CONTEXTS})
     out["context"] = None if context in (None, "none") else context
     if _nearest(bg, {"base": W.BACKGROUND, "style": W.STYLE_BACKGROUND})[0] is None:
@@ -66,6 +82,13 @@ def _label_one(p: dict[str, np.ndarray], frame_luma: float) -> dict:
         out["kind"] = "person"
         torso, _ = _nearest(p["torso"], W.TORSO_COLOURS)
         hat, _ = _nearest(p["hat"], {"none": bg, **W.HAT_COLOURS})
+        position = gender_position(p["torso"])
+        if hat is not None and position is not None and torso in (None, *W.GENDERED_TORSOS):
+            gender = ("man" if position <= GENDER_MARGIN else "woman" if position >= 1 - GENDER_MARGIN else None)
+            out.update(gender=gender, ambiguous=gender is None)
+            if gender is not None or hat != "none":
+                out["concept"] = gender if hat == "none" else hat
+            return out
         if torso is None or hat is None:
             return out
         if torso == "bare":

@@ -41,6 +41,7 @@ HAT_COLOURS = {
     "farmer": (225, 185, 60), "lawyer": (120, 40, 160), "hairdresser": (240, 100, 180),
 }
 # Torso colours: two genders, bare skin, and four named individuals (who hold roles).
+GENDERED_TORSOS = ("man", "woman")  # the torsos that say a person's gender (oracle.gender_position)
 TORSO_COLOURS = {
     "man": (40, 70, 200), "woman": (210, 40, 50), "bare": SKIN,
     "bob": (240, 140, 20), "carl": (0, 128, 128), "dana": (200, 60, 200), "erin": (130, 130, 20),
