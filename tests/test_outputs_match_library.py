@@ -36,7 +36,7 @@ from conftest import SCHEMA
 
 pytestmark = pytest.mark.workflow
 
-RULES = ["make_table", "make_figure", "export_annotation_kit", "tables", "figures", "report"]
+RULES = ["make_table", "make_figure", "export_annotation_kit", "tables", "figures", "report", "robustness"]
 SEEDS = range(4)
 # one RoAD-like promptset layout that every table kind can read: a profession, a safety label,
 # a ReFACT metric and success, and two annotators per image
@@ -60,7 +60,8 @@ def config(repo) -> dict:
         "refact_king": {"method": "refact", "road": {"file": "toy", "type": "role", "index": 0}, "layer": 1},
     })
     lora, dora = cfg["finetuners"]["lora"], {**cfg["finetuners"]["lora"], "method": "dora"}
-    cfg["finetuners"].update({"lora_r8": {**lora, "rank": 8}, "dora": dora, "dora_r8": {**dora, "rank": 8}})
+    cfg["finetuners"].update({"lora_r8": {**lora, "rank": 8}, "dora": dora, "dora_r8": {**dora, "rank": 8},
+                              "full_keep": {**cfg["finetuners"]["full"], "keep_edit_frozen": True}})
     cfg["scorers"].update({"black": {"kind": "black"},
                            "human": {"kind": "human", "labels": "results/labels/{model}/{variant}/{promptset}.csv"}})
     cfg["quality_sets"] = {"fid": {"promptset": "concepts", "models": ["nano"], "fid": {"extractor": "toy_random_conv"},
@@ -86,11 +87,24 @@ def config(repo) -> dict:
                                   "promptsets": ["road_lime", "road_box"]}}},
         "t7": {"kind": "quality", "model": "nano", "quality_set": "fid", "editors": ["erase", "debias"],
                "finetuners": ["lora", "full"], "metrics": ["fid"]},
+        "league": {"kind": "robustness", **common, "finetuners": ["lora", "full"], "scorer": "oracle",
+                   "edit_aware": {"full": "full_keep"},
+                   "finetune_task": {"lora": {"promptset": "professions", "column": "in_style"}}, "tasks": {
+                       "UCE unsafe": {"kind": "unsafe", "editors": ["erase"], "promptsets": ["unsafe"],
+                                      "collateral": {"promptset": "professions", "column": "correct"}},
+                       "UCE debias": {"kind": "debias", "editors": ["debias"], "promptsets": ["professions"]},
+                       "ReFACT appearance": {"kind": "refact", "editors": ["refact_lime", "refact_box"],
+                                             "promptsets": ["road_lime", "road_box"]}}},
+        "fx": {"kind": "finetune_effect", **common, "finetuners": ["lora", "full"], "scorer": "oracle",
+               "task": {"lora": {"promptset": "professions", "column": "in_style"},
+                        "full": {"promptset": "unsafe", "column": "subject"}},
+               "content": {"promptset": "professions", "column": "correct"}},
     }
     cfg["figures"] = {
         "grid": {"kind": "grid", "model": "nano", "editor": "erase", "finetuners": ["lora", "full"],
                  "promptset": "unsafe", "count": 2},
         "bars": {"kind": "bars", "table": "refact"},
+        "heat": {"kind": "league", "table": "league"},
         "fading": {"kind": "persistence", "model": "nano", "editor": "refact_lime", "finetuners": ["lora"],
                    "promptset": "road_lime", "scorer": "oracle", "metric": "efficacy", "bootstrap_resamples": 40},
     }
@@ -113,7 +127,12 @@ def score_frame(path: str) -> pd.DataFrame:
             rows.append(dict(prompt_id=prompt_id, seed=seed, file=f"{prompt_id}_{seed:03d}.png", group=group,
                              gender=rng.choice(["man", "woman", ""]), metric=metric, success=int(rng.integers(2)),
                              safety=safety, rater_a=safety, rater_b=SAFETY[rng.integers(len(SAFETY))]))
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # 0/1 columns of the fine-tunes' own measures, from a draw of their own (the columns above keep theirs)
+    extra = rng_for(path + ":flags")
+    for column in ("correct", "in_style", "subject"):
+        frame[column] = extra.integers(0, 2, len(frame))
+    return frame
 
 
 def write_samples(workdir, variant: str, promptset: str) -> None:
@@ -138,7 +157,7 @@ def needed_files(cfg: dict) -> set[str]:
         out.update(k.path for k in input_keys(spec))
         out.update(edit_records(spec).values())
     for entry in cfg["figures"].values():
-        if entry["kind"] != "bars":
+        if entry["kind"] not in ("bars", "league"):  # drawn from a table the workflow builds
             out.update(figure_inputs(resolve_figure(entry, cfg)))
     out.update(kit_index_paths(cfg["annotation_kits"]["kit"]))
     return out
@@ -168,7 +187,7 @@ def built(repo, snakemake_exe, tmp_path_factory):
                        "threshold": 0.5, "already_met": False, "cause": ""}
             target.write_text(json.dumps({"kind": "edit", "reached": not missed, "target": outcome}))
     cmd = [snakemake_exe, "-s", str(repo / "Snakefile"), "--directory", str(workdir), "--configfile",
-           str(workdir / "config.yaml"), "--allowed-rules", *RULES, "--cores", "2", "report",
+           str(workdir / "config.yaml"), "--allowed-rules", *RULES, "--cores", "2", "report", "robustness",
            "results/annotation/kit/key.csv"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -193,7 +212,8 @@ def test_every_table_kind_equals_the_library_build(built, tmp_path):
         make_table(spec, list(reversed(given)), ours["csv"], ours["md"], ours["tex"], name=name)
         for ext, path in ours.items():
             assert (workdir / f"results/tables/{name}.{ext}").read_text() == path.read_text(), (name, ext)
-    assert kinds == {"debias", "unsafe", "refact", "rank_ablation", "human_agreement", "retention", "quality"}
+    assert kinds == {"debias", "unsafe", "refact", "rank_ablation", "human_agreement", "retention", "quality",
+                     "robustness", "finetune_effect"}
     # rows and column groups in config order
     t6 = pd.read_csv(workdir / "results/tables/t6.csv", keep_default_na=False)
     assert t6["task"].tolist() == list(cfg["tables"]["t6"]["tasks"])

@@ -188,4 +188,4 @@ def test_a_persistence_finetuner_without_checkpoints_is_an_error():
     assert FIGURES.get("persistence").problems("f", entry, config) == [
         "figures.f.finetuners[0]: finetuner 'full' has no step for a checkpoint (`every` or its `save_every`), so "
         "its curve has only its start and end; set figures.f.every or finetuners.full.save_every"]
-    assert FIGURES.names() == ["grid", "bars", "persistence"]
+    assert FIGURES.names() == ["grid", "bars", "persistence", "league"]

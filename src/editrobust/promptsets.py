@@ -29,6 +29,11 @@ def _rows(prompts, **meta_columns) -> list[dict]:
     return [dict(prompt=p, **{k: v[i] for k, v in meta_columns.items()}) for i, p in enumerate(prompts)]
 
 
+# The toy DreamBooth's prompts: its default instance prompt ("a photo of {identifier} {class_name}"
+# with `sks` and the toy subject set's class noun) and two rephrasings.
+SUBJECT_PROMPTS = ("a photo of sks toy", "a picture of sks toy", "sks toy in the grass")
+
+
 def toy_promptset(name: str) -> pd.DataFrame:
     """The toy world's evaluation promptsets."""
     rows: list[dict] = []
@@ -53,8 +58,19 @@ def toy_promptset(name: str) -> pd.DataFrame:
                 exp = C.expected_labels(c)
                 rows.append(dict(prompt_id=f"{name}-{c}-{i}", prompt=prompt, group=c,
                                  expected_concept=exp["concept"], unsafe=int(exp["unsafe"])))
+    elif name == "style":  # the style set's concepts, captioned without style words: the style
+        # fine-tunes' task is to draw these in the style (the in-style rate) without being asked
+        for c in C.STYLE_SET_CONCEPTS:
+            exp = C.expected_labels(c)
+            rows.append(dict(prompt_id=f"style-{c.replace(' ', '_')}", prompt=C.noun_phrase(c), group=c,
+                             expected_concept=exp["concept"], unsafe=int(exp["unsafe"])))
+    elif name == "subject":  # DreamBooth's identifier prompt and two rephrasings: is the subject drawn?
+        for i, prompt in enumerate(SUBJECT_PROMPTS):
+            rows.append(dict(prompt_id=f"subject-{i}", prompt=prompt, group="subject", expected_concept="toy",
+                             unsafe=0))
     else:
-        raise PromptsetError(f"unknown toy promptset {name!r}; known: concepts, professions, unsafe, safe")
+        raise PromptsetError(f"unknown toy promptset {name!r}; known: concepts, professions, unsafe, safe, style, "
+                             "subject")
     return pd.DataFrame(rows)
 
 

@@ -28,7 +28,7 @@ from editrobust.report import resolve as resolve_figure
 from editrobust.report import input_paths as figure_input_paths
 from editrobust.report.spec import kit_index_paths, kit_labels_paths
 from editrobust.scoring import SCORERS, clip_model_spec
-from editrobust.tables import edit_records
+from editrobust.tables import TABLES, edit_records
 from editrobust.tables import input_paths as table_input_paths
 from editrobust.tables import resolve as resolve_table
 from editrobust.tables.power import power_path
@@ -36,7 +36,7 @@ from editrobust.tables.power import supports as power_supports
 
 # Where labels come back: changing it must not re-blind an annotation kit.
 KIT_OUTPUT_ONLY = ("returned", "scorer")
-FIGURE_CATEGORIES = {"grid": "Sample grids", "bars": "Figures", "persistence": "Persistence"}
+FIGURE_CATEGORIES = {"grid": "Sample grids", "bars": "Figures", "persistence": "Persistence", "league": "Robustness"}
 
 
 def declared_checkpoints(outputs: Sequence[str], final: str) -> list[int]:
@@ -341,16 +341,30 @@ class Rules:
                     out.append(paths.quality(model, variant, name))
         return out
 
-    def table_targets(self) -> list[str]:
-        return [paths.table(name, ext) for name in self.section("tables") for ext in paths.TABLE_EXTENSIONS]
+    def _own_target(self, table: str | None) -> str | None:
+        """The named target that builds the table (None: `tables`), see TableKind.own_target."""
+        entry = self.section("tables").get(table) if table else None
+        return TABLES.get(entry["kind"]).own_target if entry else None
+
+    def table_targets(self, target: str | None = None) -> list[str]:
+        """The tables `snakemake tables` builds (target None), or those of a kind's own target."""
+        return [paths.table(name, ext) for name in self.section("tables") if self._own_target(name) == target
+                for ext in paths.TABLE_EXTENSIONS]
 
     def power_targets(self) -> list[str]:
         """The seed-planning tables (`snakemake power`) of every table whose kind supports them."""
         return [power_path(name, ext) for name in self.section("tables")
                 if power_supports(self.table_spec(name)) for ext in paths.POWER_EXTENSIONS]
 
-    def figure_targets(self) -> list[str]:
-        return [paths.figure(name, ext) for name in self.section("figures") for ext in ("png", "pdf")]
+    def figure_targets(self, target: str | None = None) -> list[str]:
+        """The figures `snakemake figures` builds (target None: those not drawn from a table of a
+        kind with its own target), or those drawn from that target's tables."""
+        return [paths.figure(name, ext) for name, entry in self.section("figures").items()
+                if self._own_target(entry.get("table")) == target for ext in ("png", "pdf")]
+
+    def own_targets(self, target: str) -> list[str]:
+        """What a table kind's own named target builds (e.g. `snakemake robustness`)."""
+        return self.table_targets(target) + self.figure_targets(target)
 
     def kit_targets(self) -> list[str]:
         return [paths.fill(paths.KIT_KEY, kit=name) for name in self.section("annotation_kits")]

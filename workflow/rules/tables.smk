@@ -5,6 +5,7 @@
 localrules:
     make_table,
     tables,
+    robustness,
 
 
 rule make_table:
@@ -67,3 +68,10 @@ rule table_power:
 rule power:
     input:
         R.power_targets(),
+
+
+rule robustness:
+    """The robustness league tables (kind `robustness`) and their figures: not part of `tables`,
+    since their remedies are dozens of extra edits, fine-tunes and image sets."""
+    input:
+        R.own_targets("robustness"),

@@ -9,6 +9,7 @@ slice), `inputs(spec)` (the files it reads) and `run(spec, files) -> (Figure, Da
     grid         M, M_ed, M_ft, M_ed_ft side by side for the same prompt and seed
     bars         the study's Figure 3 from a table's CSV, with CI whiskers
     persistence  edit metric vs fine-tuning step from the checkpoint variants
+    league       the robustness table as a heatmap of the share of each edit kept, with CIs
     spec         what figures and kits read; shared cross-reference checks
     render       PNG + PDF + CSV of a figure, all or nothing
     annotation   blinded annotation kit (offline HTML page) and ingestion of annotators' CSVs
@@ -63,6 +64,7 @@ FIGURES = Registry("figures", "kind", FigureKind, {
     "grid": "editrobust.report.grid:Grid",
     "bars": "editrobust.report.bars:Bars",
     "persistence": "editrobust.report.persistence:Persistence",
+    "league": "editrobust.report.league:League",
 })
 
 

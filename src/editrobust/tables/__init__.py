@@ -16,6 +16,10 @@ subclass, named as `kind: package.module:Class`.
     human_agreement  agreement and Fleiss' κ of each automatic scorer with the human labels
     retention        Table 6: five-level icons of edit strength and of the share retained
     quality          Table 7: CLIP score and FID per variant
+    finetune_effect  per fine-tuner: its own task's measure (in-style rate, subject) and content, M vs M_ft
+    robustness       the league table: the share of each edit kept per fine-tuner, and what
+                     restores it (re-editing, edit-aware fine-tuning, editing after); `snakemake
+                     robustness`
 
 Entry point (rule `make_table`): `make_table`.
 """
@@ -59,6 +63,9 @@ class TableKind(Plugin):
     """A table kind: declared `params` ({**COMMON, own keys}), and the hooks below."""
 
     params = COMMON
+    # The named target that builds tables of this kind: None = `snakemake tables` (and `report`);
+    # a kind whose inputs are many extra models (the robustness league) has its own.
+    own_target: str | None = None
 
     @classmethod
     def resolve(cls, entry: Mapping, config: Mapping) -> dict:
@@ -104,6 +111,8 @@ TABLES = Registry("tables", "kind", TableKind, {
     "human_agreement": "editrobust.tables.agreement:HumanAgreement",
     "retention": "editrobust.tables.retention:Retention",
     "quality": "editrobust.tables.quality:Quality",
+    "robustness": "editrobust.tables.robustness:Robustness",
+    "finetune_effect": "editrobust.tables.finetune_effect:FinetuneEffect",
 })
 
 
