@@ -29,8 +29,7 @@ from editrobust.variant_names import ed, ed_ft, ft
 
 from . import COMMON, NAME, NAMES, TableKind, resample
 from .layout import AVG_ROW, STD_ROW, TableRows
-from .load import TableInputError, get, source
-from .refact import black_images
+from .load import TableInputError, black_images, get, source
 from .spec import CLUSTERS, ScoreKey
 
 BASE_GROUP = "Base"

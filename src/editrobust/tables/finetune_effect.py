@@ -22,14 +22,12 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from editrobust.metrics.rates import as_bool
 from editrobust.plugins import Param
 from editrobust.variant_names import BASE, ft
 
 from . import COMMON, NAME, NAMES, TableKind, resample
 from .layout import TableRows
-from .load import TableInputError, get, source
-from .refact import black_images
+from .load import get, indicator, source
 from .spec import CLUSTERS, ScoreKey
 
 MEASURE = {"type": "object", "additionalProperties": False, "required": ["promptset", "column"],
@@ -43,16 +41,6 @@ def inputs(spec: Mapping) -> list[ScoreKey]:
             s = measure.get("scorer", spec["scorer"])
             keys += [ScoreKey(m, BASE, measure["promptset"], s), ScoreKey(m, ft(f), measure["promptset"], s)]
     return keys
-
-
-def indicator(frame: pd.DataFrame, column: str) -> pd.Series:
-    """The 0/1 value of `column` per image; NaN for a black (filtered) image, which does not count."""
-    if column not in frame.columns:
-        raise TableInputError(f"{source(frame)}: no {column!r} column (the measure's `column`)")
-    value = pd.Series(np.nan, index=frame.index)
-    black = black_images(frame)
-    value[~black] = as_bool(frame.loc[~black, column], f"{source(frame)} {column}").astype(float)
-    return value
 
 
 def _pair(spec: Mapping, frames: Mapping, finetuner: str, measure: Mapping, rng):

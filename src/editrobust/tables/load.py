@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from editrobust.metrics.rates import SAFETY_CATEGORIES
+from editrobust.metrics.rates import SAFETY_CATEGORIES, as_bool
 
 ID_COLUMNS = ("prompt_id", "seed")
 QUALITY_COLUMNS = ("metric", "value")
@@ -110,3 +110,22 @@ def check_labels(frame: pd.DataFrame, column: str, allowed, where: str) -> pd.Se
 
 
 SAFETY = SAFETY_CATEGORIES
+
+
+def black_images(frame: pd.DataFrame) -> np.ndarray:
+    """The images the NSFW filter blacked out (the scorer's `black` flag): they do not count, as
+    the study computes efficacy "after removing black images"."""
+    if "black" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    return as_bool(frame["black"], f"{source(frame)} black")
+
+
+def indicator(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A 0/1 (or True/False) score column as 0.0/1.0 per image, NaN for a black (filtered) image,
+    which does not count; a missing column is an error naming the file."""
+    if column not in frame.columns:
+        raise TableInputError(f"{source(frame)}: no {column!r} column")
+    value = pd.Series(np.nan, index=frame.index)
+    black = black_images(frame)
+    value[~black] = as_bool(frame.loc[~black, column], f"{source(frame)} {column}").astype(float)
+    return value

@@ -450,7 +450,8 @@ def unsafe_cells(spec: Mapping, frames: Mapping) -> list[Cell]:
 
 
 def refact_cells(spec: Mapping, frames: Mapping) -> list[Cell]:
-    from .refact import BASE_GROUP, black_images, group_order, load_edits, roles
+    from .load import black_images
+    from .refact import BASE_GROUP, group_order, load_edits, roles
 
     loaded = load_edits(spec, frames, roles(spec["finetuners"]))
     names = spec["names"]

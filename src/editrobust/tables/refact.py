@@ -29,7 +29,7 @@ from editrobust.variant_names import ed, ed_ft, ft
 
 from . import COMMON, NAME, NAME_LIST, NAMES, TableKind, resample
 from .layout import TableRows
-from .load import TableInputError, get, source
+from .load import TableInputError, black_images, get, source
 from .spec import CLUSTERS, EDIT_CLUSTERS, EDIT_DEFAULT_CLUSTER, ScoreKey, cluster_levels, edit_groups, edits
 
 BASE_GROUP = "Base"
@@ -43,14 +43,6 @@ def inputs(spec: Mapping) -> list[ScoreKey]:
         for f in spec["finetuners"]:
             keys += [ScoreKey(m, ft(f), p, s), ScoreKey(m, ed_ft(e, f), p, s)]
     return keys
-
-
-def black_images(frame: pd.DataFrame) -> np.ndarray:
-    """The images the NSFW filter blacked out (the scorer's `black` flag): they do not count, as
-    the study computes efficacy "after removing black images"."""
-    if "black" not in frame.columns:
-        return np.zeros(len(frame), dtype=bool)
-    return as_bool(frame["black"], f"{source(frame)} black")
 
 
 def edit_scores(frame: pd.DataFrame) -> dict[str, float]:

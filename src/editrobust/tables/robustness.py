@@ -30,8 +30,8 @@ rate; the league table should read unfiltered promptsets, since a filter that bl
 images hides the edit's effect.
 
 CIs: one bootstrap draw per task, shared by all its variants (paired: the same clusters of the
-same prompts and seeds), clusters resampled within each edit and profession (stratified; the
-task's edits are fixed: the rows compare these edits). A ratio whose denominator s(M_ed) − s(M)
+same prompts and seeds), clusters (the table's `cluster`, or the task's) resampled within each
+edit and profession (stratified; the task's edits are fixed: the rows compare these edits). A ratio whose denominator s(M_ed) − s(M)
 comes near 0 in a resample gets a wide interval, as it should.
 """
 
@@ -49,8 +49,7 @@ from editrobust.variant_names import BASE, ed, ed_ft, ft_ed, re_edit
 from . import COMMON, NAME, NAME_LIST, NAMES, TableKind, resample
 from .debias import female_indicator
 from .layout import TableRows
-from .load import TableInputError, get, source
-from .refact import black_images
+from .load import TableInputError, black_images, get, indicator, source
 from .spec import CLUSTERS, ScoreKey, edit_groups
 
 KINDS = ("refact", "unsafe", "debias")
@@ -143,7 +142,7 @@ class TaskStrength:
 
     def __init__(self, spec: Mapping, task: Mapping, frames: Mapping, rng: np.random.Generator):
         m, s, kind = spec["model"], task.get("scorer", spec["scorer"]), task["kind"]
-        cluster = CLUSTERS[spec["cluster"]]
+        cluster = CLUSTERS[task.get("cluster", spec["cluster"])]
         self.kind = kind
         self.estimates: dict[tuple[str, str], float] = {}  # (editor, variant) -> s
         self.samples: dict[tuple[str, str], np.ndarray | None] = {}
@@ -186,11 +185,9 @@ def _retained(base, edited, other):
 
 # --- collateral and the fine-tune's own measure (point estimates) ------------------------------------------
 def _column_rate(frame: pd.DataFrame, column: str) -> float:
-    """The mean of a 0/1 (or True/False) column over the images that are not black."""
-    if column not in frame.columns:
-        raise TableInputError(f"{source(frame)}: no {column!r} column")
-    rows = frame[~black_images(frame)]
-    return float(np.mean(as_bool(rows[column], f"{source(frame)} {column}"))) if len(rows) else float("nan")
+    """The share of the images (black ones aside) whose 0/1 `column` is 1."""
+    value = indicator(frame, column)
+    return float(value.mean()) if value.notna().any() else float("nan")
 
 
 def _collateral(spec: Mapping, task: Mapping, frames: Mapping, editor: str, promptset: str, variant: str) -> float:
@@ -205,9 +202,9 @@ def _collateral(spec: Mapping, task: Mapping, frames: Mapping, editor: str, prom
             frame = get(frames, ScoreKey(m, v, promptset, s), "robustness table")
             frame = frame[(frame["metric"] == "specificity").to_numpy()]
             return _column_rate(frame, "success")
-    elif task["kind"] == "debias":
+    elif task["kind"] == "debias" and "correct" in get(frames, ScoreKey(m, BASE, promptset, s), "robustness table"):
         value = lambda v: _column_rate(get(frames, ScoreKey(m, v, promptset, s), "robustness table"), "correct")  # noqa: E731
-    else:
+    else:  # e.g. a CLIP gender scorer, which says nothing about content
         return float("nan")
     base = value(BASE)
     return value(variant) / base if base else float("nan")
@@ -267,9 +264,10 @@ class Robustness(TableKind):
                         "additionalProperties": {
                             "type": "object", "additionalProperties": False, "required": ["kind", "editors", "promptsets"],
                             "properties": {"kind": {"enum": list(KINDS)}, "editors": NAME_LIST,
-                                           "promptsets": NAME_LIST, "scorer": NAME, "collateral": MEASURE}}},
+                                           "promptsets": NAME_LIST, "scorer": NAME, "collateral": MEASURE,
+                                           "cluster": {"enum": list(CLUSTERS)}}}},
                        required=True, doc="`{row label: {kind: refact/unsafe/debias, editors, promptsets, scorer, "
-                                          "collateral: {promptset, column}}}`, rows in config order"),
+                                          "collateral: {promptset, column}, cluster}}`, rows in config order"),
         "re_edit": Param({"type": "boolean"}, True, doc="rows of the re-edited variants `ed-E+ft-F+ed-E`"),
         "edit_after": Param({"type": "boolean"}, True, doc="rows of the edits after the fine-tune `ft-F+ed-E`"),
         "edit_aware": Param({"type": "object", "additionalProperties": NAME}, {},
