@@ -193,11 +193,13 @@ class _Walker:
 
 
 def all_targets(config: Mapping) -> list[str]:
-    """Everything the config asks for: what `snakemake report` builds."""
+    """Everything the config asks for: what `snakemake report` builds, and the tables (and their
+    figures) of a kind with a target of its own (`snakemake robustness`)."""
     from editrobust.workflow import Rules
 
     R = Rules(config)
-    return R.all_targets() + R.table_targets() + R.figure_targets() + R.kit_targets()
+    own = [path for target in R.own_target_names() for path in R.own_targets(target)]
+    return R.all_targets() + R.table_targets() + R.figure_targets() + R.kit_targets() + own
 
 
 def plan_targets(config: Mapping, targets: Iterable[str] | None = None) -> Plan:

@@ -362,6 +362,10 @@ class Rules:
         return [paths.figure(name, ext) for name, entry in self.section("figures").items()
                 if self._own_target(entry.get("table")) == target for ext in ("png", "pdf")]
 
+    def own_target_names(self) -> list[str]:
+        """The named targets of the config's table kinds that have one (e.g. `robustness`)."""
+        return sorted({t for name in self.section("tables") if (t := self._own_target(name)) is not None})
+
     def own_targets(self, target: str) -> list[str]:
         """What a table kind's own named target builds (e.g. `snakemake robustness`)."""
         return self.table_targets(target) + self.figure_targets(target)
