@@ -68,7 +68,7 @@ def _rel(a, b):
 
 # ------------------------------------------------------------------------------------- registry
 def test_registry_names_and_unknown_editor():
-    assert EDITORS.names() == ["uce_erase", "uce_debias", "refact"]
+    assert EDITORS.names() == ["uce_erase", "uce_debias", "refact", "esd"]
     assert all(EDITORS.get(name).name == name for name in EDITORS.names())
     with pytest.raises(PluginError, match="unknown method 'rome' \\(known: uce_erase, uce_debias, refact"):
         EDITORS.get("rome")

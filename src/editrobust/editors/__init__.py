@@ -7,6 +7,7 @@ An editor is a plugin (editrobust.plugins) of class `Editor`, named by the entry
 | `uce_erase`  | `methods/uce_erase.py` | UNet cross-attention K/V (closed form, uce.py)          |
 | `uce_debias` | `methods/uce_debias.py`| the same, iterated against a gender classifier (uce.py) |
 | `refact`     | `methods/refact.py`    | one text-encoder MLP, rank one (refact.py)              |
+| `esd`        | `methods/esd.py`       | UNet cross-attention or the rest, trained (ESD-x / -u)  |
 
 A method module declares its config keys (`params`), the files it reads besides the base model
 (`inputs`: ReFACT's cached statistic), what else it needs from the config (`resolved`: a CLIP
@@ -125,6 +126,7 @@ EDITORS = Registry("editors", "method", Editor, {
     "uce_erase": "editrobust.editors.methods.uce_erase:UceErase",
     "uce_debias": "editrobust.editors.methods.uce_debias:UceDebias",
     "refact": "editrobust.editors.methods.refact:Refact",
+    "esd": "editrobust.editors.methods.esd:Esd",
 })
 
 
