@@ -101,6 +101,23 @@ def test_an_update_that_changes_nothing_is_refused(tiny):
     assert not out.exists()
 
 
+def test_a_remedy_that_changes_nothing_is_stored_as_a_missed_target(tiny, caplog):
+    """Applied to a variant other than the base (a re-edit of a fine-tuned model), an edit that
+    cannot move it is a result to report, not a broken edit; on_missed_target: error still refuses it."""
+    _, base, _ = tiny
+    parent = base.parent / "ed-noop"
+    edit_model(base, "noop", {"method": "uce_erase", "edit_concepts": ["a lime"], "guide_concepts": ["a lime"]}, parent)
+    entry = {"method": "uce_erase", "edit_concepts": ["a lime"], "guide_concepts": ["a lemon"], "lamb": 1e12}
+    out = base.parent / "ed-noop+ed-frozen"
+    with caplog.at_level(logging.WARNING):
+        info = edit_model(parent, "frozen", entry, out)
+    assert info["reached"] is False and info["relative_change"] <= 1e-6 and info["parent"] == "ed-noop"
+    assert "the edit of a fine-tuned model changed nothing" in caplog.text
+    with pytest.raises(EditFailed, match="the edit changed nothing"):
+        edit_model(parent, "frozen", {**entry, "on_missed_target": "error"}, base.parent / "ed-noop+ed-strict")
+    assert not (base.parent / "ed-noop+ed-strict").exists()
+
+
 def test_an_edit_whose_target_is_already_met_is_recorded_not_refused(tiny):
     _, base, _ = tiny
     out = base.parent / "ed-same"

@@ -154,7 +154,7 @@ def edit_model(parent_dir: str | Path, editor: str, entry: Mapping, out_dir: str
     pipe = load_pipeline(parent_dir, device=device, dtype=torch.float32)
     delta, info = method().run(pipe, job)
     outcome = info.pop("target", None)
-    change = check_edit(editor, job.entry, pipe, delta, outcome)
+    change = check_edit(editor, job.entry, pipe, delta, outcome, remedy=parent_dir.name != BASE)
     n_params = sum(t.numel() for tensors in delta.values() for t in tensors.values())
     log.info("%s changed %d tensors, %d parameters (largest relative change %.2e)", editor,
              sum(len(t) for t in delta.values()), n_params, change)
@@ -178,16 +178,26 @@ def relative_change(pipe, delta: Mapping) -> float:
     return largest
 
 
-def check_edit(editor: str, entry: Mapping, pipe, delta: Mapping, outcome: Outcome | None) -> float:
+def check_edit(editor: str, entry: Mapping, pipe, delta: Mapping, outcome: Outcome | None,
+               remedy: bool = False) -> float:
     """Refuse an edit that changed nothing although its target was not met (or, with
     `on_missed_target: error`, one that missed its target); warn about a missed target otherwise.
-    Returns the largest relative change of the delta's tensors."""
+    Returns the largest relative change of the delta's tensors.
+
+    A `remedy` (the edit applied again after a fine-tune, or after one: a parent other than the
+    base) that changes nothing is a result, not a broken edit: the method could not move the
+    fine-tuned model toward its target (UCE debias keeping its unedited iteration 0). It is stored,
+    marked as a missed target, like any edit that missed."""
     change = relative_change(pipe, delta)
     where = f"editors.{editor} (method {entry['method']})"
     tensors = ", ".join(f"{c}.{k}" for c, t in delta.items() for k in t) or "no tensor"
     if outcome is not None and outcome.already_met:
         if change <= NOISE:
             log.info("%s: the model already met the target (%s); the edit changes nothing", where, outcome.describe())
+        return change
+    if change <= NOISE and remedy and entry["on_missed_target"] != "error":
+        log.warning("%s: the edit of a fine-tuned model changed nothing (largest relative change %.1e in %s)%s; "
+                    "stored as a missed target", where, change, tensors, f": {outcome.describe()}" if outcome else "")
         return change
     if change <= NOISE:
         detail = f"; {outcome.describe()}" if outcome else ""
