@@ -245,8 +245,9 @@ def quick_setup(work: Path, config: dict, model: Path | None) -> tuple[Path, dic
         build_sd1_pipeline(TINY_SIZES, seed=0).save_pretrained(model, safe_serialization=True)
     base = work / "models" / "tiny" / "base"
     prepare_base_model("tiny", {"kind": "path", "path": str(model)}, base)
+    # the four fine-tunes; their edit-aware twins train the same on the unedited base
     finetuners = {n: dict(e, steps=1, batch=2, save_every=0, checkpoint_every=0)
-                  for n, e in config["finetuners"].items()}
+                  for n, e in config["finetuners"].items() if not e.get("keep_edit_frozen")}
     datasets = {n: dict(e, size=min(int(e.get("size", 4)), 4)) for n, e in config["datasets"].items()}
     return base, finetuners, datasets
 

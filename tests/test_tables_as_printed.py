@@ -285,5 +285,5 @@ def test_paper_checkpoints_only_for_figure5():
     assert config["tables"]["table3"]["finetuners"] == ["lora_flux"]
     assert config["tables"]["edit_drop_sd14"]["finetuners"] == FOUR
     kinds = sorted(entry["kind"] for entry in config["figures"].values())
-    assert kinds == ["bars", "bars", "grid", "grid", "grid", "grid", "persistence"]
+    assert kinds == ["bars", "bars", "grid", "grid", "grid", "grid", "league", "persistence"]
 

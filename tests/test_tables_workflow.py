@@ -73,7 +73,7 @@ def test_table1_requires_exactly_its_score_files_and_writes_three_renderings(set
         for ext in ("csv", "md", "tex"):
             assert (workdir / f"results/tables/{name}.{ext}").stat().st_size > 0
     table = pd.read_csv(workdir / "results/tables/table1.csv")
-    assert table["profession"].tolist() == PROFESSIONS + ["Avg.", "std."]
+    assert table["profession"].tolist() == PROFESSIONS + ["Avg.", "std.", "no gender"]
     assert "| profession | Base M |" in (workdir / "results/tables/table1.md").read_text()
     assert not list((workdir / "results").rglob("*.tmp"))
 

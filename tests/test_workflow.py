@@ -40,7 +40,7 @@ def test_nano_end_to_end(nano_run):
     # edited variants hold only their delta; ReFACT's statistic is its own cached output
     erase = nano_run / "results/models/nano/ed-erase"
     assert sorted(p.name for p in erase.iterdir()) == ["unet.safetensors", "variant.json"]
-    assert (nano_run / "results/stats/nano/fc2_second_moment_L1_toy_captions.safetensors").exists()
+    assert (nano_run / "results/stats/nano/base/fc2_second_moment_L1_toy_captions.safetensors").exists()
     road = pd.read_csv(nano_run / "results/scores/nano/ed-refact_lime/road_lime/oracle.csv")
     assert set(road["metric"]) == {"efficacy", "generality", "specificity"} and "success" in road
     ed_index = pd.read_csv(nano_run / "results/samples/nano/ed-erase/concepts/index.csv")
