@@ -93,7 +93,7 @@ def match(template: str, path: str) -> dict | None:
     """The fields of `path` if it is an instance of the paths template, else None."""
     pattern, last = "", 0
     for m in _FIELD.finditer(template):
-        pattern += re.escape(template[last:m.start()]) + f"(?P<{m.group(1)}>[^/]+)"
+        pattern += re.escape(template[last:m.start()]) + f"(?P<{m.group(1)}>[^/]+?)"  # shortest: L{layer}_{corpus}
         last = m.end()
     found = re.fullmatch(pattern + re.escape(template[last:]), os.path.normpath(path))
     return found.groupdict() if found else None
@@ -432,23 +432,22 @@ class DiskItem:
 
 
 def _image_count(config: Mapping, promptset: str) -> int | None:
-    """Images of a promptset: from its built file, else built now if its inputs are here, else
-    its config's `n` x images_per_prompt."""
+    """Images of a promptset: its prompts (from its built file, else built now if its inputs are
+    here, else its config's `n`) x images_per_prompt."""
     import pandas as pd
 
     from editrobust.promptsets import build_promptset
     from editrobust.schema import with_defaults
 
+    entry = with_defaults("promptset", config["promptsets"][promptset])
+    per_prompt = int(entry.get("images_per_prompt") or 1)
     built = Path(paths.fill(paths.PROMPTSET, promptset=promptset))
     if built.is_file():
-        return len(pd.read_csv(built))
-    entry = config["promptsets"][promptset]
+        return len(pd.read_csv(built)) * per_prompt
     try:
-        return len(build_promptset(entry))
+        return len(build_promptset(config["promptsets"][promptset])) * per_prompt
     except (OSError, ValueError, KeyError):
         pass
-    entry = with_defaults("promptset", entry)
-    per_prompt = int(entry.get("images_per_prompt") or 1)
     if entry.get("n"):
         return int(entry["n"]) * per_prompt
     if entry["source"] == "road":  # one efficacy, 5 generality and 5 specificity prompts
@@ -483,10 +482,11 @@ def _dataset_rows(config: Mapping, dataset: str) -> int | None:
         return rows if isinstance(rows, int) else None
 
 
-def disk_plan(plan: Plan, config: Mapping, sizes: Mapping[str, ModelSizes]) -> list[DiskItem]:
-    """What the planned outputs that do not exist yet will take, per kind."""
+def disk_plan(plan: Plan, config: Mapping, sizes: Mapping[str, ModelSizes], only_missing: bool = True) -> list[DiskItem]:
+    """What the planned outputs that do not exist yet (`only_missing=False`: all of them) will take, per kind."""
     items: list[DiskItem] = []
-    todo = lambda template: [f for f in plan.matching(template) if not Path(paths.fill(template, **f)).exists()]  # noqa: E731
+    todo = lambda template: [f for f in plan.matching(template)  # noqa: E731
+                             if not (only_missing and Path(paths.fill(template, **f)).exists())]
     for f in todo(paths.SAMPLES_INDEX):
         s, n = sizes[f["model"]], _image_count(config, f["promptset"])
         items.append(DiskItem("images", None if n is None else int(n * s.height * s.width * PNG_BYTES_PER_PIXEL)))
