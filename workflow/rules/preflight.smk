@@ -17,3 +17,19 @@ rule preflight:
         ENV
     script:
         "../scripts/preflight.py"
+
+
+# The cost estimate: `snakemake cost [--configfile F]` prints, before a grid runs, its GPU-hours per
+# rule class (extrapolated from FLOP counts, or scaled from a GPU measurement) and the disk each output
+# kind takes (src/editrobust/cost.py); kept in logs/cost.log. It builds nothing.
+localrules:
+    cost,
+
+
+rule cost:
+    log:
+        "logs/cost.log",
+    conda:
+        ENV
+    script:
+        "../scripts/cost.py"

@@ -88,6 +88,19 @@ class EditJob:
                 if k != "method" and k not in Editor.params and k not in exclude}
 
 
+@dataclass
+class EditWork:
+    """What an edit computes on the GPU, in model passes (the cost estimate, `editrobust.cost`):
+    images sampled at the model's sampling settings in float32 (a loop that measures its edit),
+    single-row denoiser forwards without gradients, and single-row forward + backward passes of
+    the denoiser. `bound`: the counts are an upper bound (a loop that may stop early)."""
+
+    images: int = 0
+    denoiser_forwards: int = 0
+    denoiser_trains: int = 0
+    bound: bool = False
+
+
 class Editor(Plugin):
     """An editor: declared `params` (with the keys every editor takes, below), and the hooks below."""
 
@@ -115,6 +128,12 @@ class Editor(Plugin):
         """How many parameters the edit writes on a pipeline of these shapes (the pre-flight's disk
         estimate; `pipe` may live on the meta device); None: not known before it runs."""
         return None
+
+    @classmethod
+    def work(cls, entry: Mapping) -> EditWork:
+        """The GPU work of one edit (`entry` with defaults filled); the default, nothing that
+        counts: a closed form or a text-encoder optimisation, seconds beside sampling."""
+        return EditWork()
 
     def run(self, pipe, job: EditJob) -> tuple[dict, dict]:
         """Edit `pipe` (float32, not modified in place) and return (delta, info for variant.json);

@@ -79,6 +79,13 @@ class DreamBooth(FullFinetune):
         fill = dict(identifier=self.settings["identifier"], class_name=self.class_name(cache))
         return self.settings["instance_prompt"].format(**fill), self.settings["class_prompt"].format(**fill)
 
+    def work(self) -> tuple[int, int, dict | None]:
+        """With prior preservation, each step also trains on as many class images, sampled first."""
+        rows, _, _ = super().work()
+        if not self.settings["with_prior_preservation"]:
+            return rows, 0, None
+        return 2 * rows, self.settings["num_class_images"], self.settings["class_sampling"]
+
     @property
     def samples_before_training(self) -> bool:
         return bool(self.settings["with_prior_preservation"])

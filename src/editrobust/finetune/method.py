@@ -158,6 +158,12 @@ class Finetuner(Plugin):
         group = optimizer.param_groups[0]
         return float(group["lr"] * group.get("d", 1.0))
 
+    def work(self) -> tuple[int, int, dict | None]:
+        """The GPU work of the whole run (the cost estimate, `editrobust.cost`): (training rows: one
+        image's forward + backward each, images sampled before training, their sampling settings)."""
+        p = self.settings
+        return p["steps"] * p["gradient_accumulation_steps"] * p["batch"], 0, None
+
     # --- data ------------------------------------------------------------------------------
     @property
     def samples_before_training(self) -> bool:

@@ -61,7 +61,7 @@ from collections.abc import Mapping
 
 from editrobust.plugins import Param
 
-from .. import EditFailed, EditJob, Editor, Outcome
+from .. import EditFailed, EditJob, EditWork, Editor, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,18 @@ class Esd(Editor):
         if unet is None:
             return None
         return sum(p.numel() for _, p in trainable_parameters(unet, entry["train_method"]))
+
+    @classmethod
+    def work(cls, entry: Mapping) -> EditWork:
+        """Per iteration and batch row: x_t drawn with i guided DDIM steps (2 rows each; i uniform in
+        [0, ddim_steps), so ddim_steps - 1 rows on average), the frozen model's two targets, and one
+        forward + backward of the trained copy; then the held-out check (draw, targets and the
+        edited model's two directions per sample). The trained copy's backward is counted as a full
+        one (an upper bound for esd-x, which trains the cross-attention only)."""
+        e = cls.with_defaults(entry)
+        rows = e["iterations"] * e["batch_size"]
+        check = e["check_samples"] * (e["ddim_steps"] - 1 + 4)
+        return EditWork(denoiser_forwards=rows * (e["ddim_steps"] - 1 + 2) + check, denoiser_trains=rows)
 
     def run(self, pipe, job: EditJob):
         check_family(pipe, job.editor)

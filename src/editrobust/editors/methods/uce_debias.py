@@ -21,7 +21,7 @@ from pathlib import Path
 from editrobust.plugins import Param
 from editrobust.variant_names import BASE, ed
 
-from .. import EditJob, Editor, Outcome
+from .. import EditJob, EditWork, Editor, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,23 @@ class UceDebias(Editor):
     @classmethod
     def inputs(cls, model: str, entry: Mapping, config: Mapping, parent: str = BASE) -> dict[str, str]:
         return {"vocabulary": entry["vocabulary"]} if "vocabulary" in entry else {}
+
+    @classmethod
+    def work(cls, entry: Mapping) -> EditWork:
+        """At most max_iterations x concepts x images_per_iteration images (the loop stops once every
+        concept is within max_diff), and reselect_rounds fresh measurements of every concept for each of
+        the reselect_top iterations measured again."""
+        e = cls.with_defaults(entry)
+        concepts = e.get("concepts")
+        if concepts is None and "vocabulary" in e:  # the file is in the repository (config/), read it if here
+            try:
+                concepts = load_vocabulary(e["vocabulary"]).get("concepts")
+            except (OSError, ValueError):
+                concepts = None
+        if concepts is None:
+            return EditWork(bound=True)
+        n = (e["max_iterations"] + e["reselect_top"] * e["reselect_rounds"]) * len(concepts)
+        return EditWork(images=n * e["images_per_iteration"], bound=True)
 
     @classmethod
     def changed_parameters(cls, pipe, entry):
