@@ -125,4 +125,5 @@ def test_an_edit_whose_target_is_already_met_is_recorded_not_refused(tiny):
     info = edit_model(base, "same", {"method": "uce_erase", "edit_concepts": ["a lime"], "guide_concepts": ["a lime"]},
                       out)
     assert info["reached"] is True and info["target"]["already_met"] is True
-    assert info["relative_change"] < 1e-6
+    # float32 rounding of the closed form's solve only (1.0e-6 was seen on 2 threads under load)
+    assert info["relative_change"] < 1e-5
