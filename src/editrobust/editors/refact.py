@@ -328,14 +328,17 @@ def _validate(text_encoder, tokenizer, prompt, old, new, layer, templates, posit
 def refact_edit(text_encoder, tokenizer, prompt: str, old: str, new: str, layer: int, C: torch.Tensor,
                 templates: Sequence[str] = TEMPLATES, position: str = "subject_last", v_lr: float = 0.05,
                 v_max_grad_steps: int = 100, v_prob_threshold: float = 0.99, v_weight_decay: float = 0.1,
-                clamp_norm_factor: float = 4.0, seed: int = 0, target_encoder=None) -> tuple[Delta, dict]:
+                clamp_norm_factor: float = 4.0, seed: int = 0, target_encoder=None,
+                target_features: torch.Tensor | None = None) -> tuple[Delta, dict]:
     """ReFACT rank-one edit of `text_model.encoder.layers.{layer}.mlp.fc2` (ReFACT's `compute_u`/`compute_v`).
 
     `prompt` is the subject (the bare prompt "{}" formatted with it), `old`/`new` the texts whose
     clean features g_old/g_new the loss contrasts (e.g. prompt "the president of the united
     states", old "joe biden", new "donald trump"); `C` = `second_moment(...)` of the same layer.
     `target_encoder` gives g_k (default: `text_encoder` itself, run without the δ hook, i.e. a frozen
-    copy of the clean encoder; pass the original model for sequential edits).
+    copy of the clean encoder; pass the original model for sequential edits), or `target_features`
+    gives them directly (2×d, [new, old]: `clean_features` of the original encoder; what
+    `refact_edit_sequence` passes, so that no copy of the encoder is needed).
 
     Returns `({"text_encoder": {fc2 weight key: W_new}}, info)`; the encoder is not modified.
     `info` has the optimisation record, norms, and `info["vectors"]` (k*, m*, v*, u = C⁻¹k̄ tensors;
@@ -358,7 +361,10 @@ def refact_edit(text_encoder, tokenizer, prompt: str, old: str, new: str, layer:
         k_star, m_star = (x[0] for x in fc2_io(text_encoder, tokenizer, layer, [prompt], [pos["{}"]],
                                                 pipeline_style=tail))
         # step 2: target value
-        g = _clean_features(target_encoder or text_encoder, tokenizer, [new, old], device, tail=tail)
+        if target_features is not None:
+            g = target_features.to(device)
+        else:
+            g = _clean_features(target_encoder or text_encoder, tokenizer, [new, old], device, tail=tail)
         delta, record = optimize_value(text_encoder, tokenizer, layer, [t.format(prompt) for t in prompts],
                                        [pos[t] for t in prompts], g, m_star, v_lr, v_max_grad_steps,
                                        v_prob_threshold, v_weight_decay, clamp_norm_factor, tail=tail)
@@ -398,6 +404,25 @@ def same_relative_depth(layer: int, n_layers: int, n_layers_2: int) -> int:
     return round(layer * (n_layers_2 - 1) / (n_layers - 1))
 
 
+def _encoder_jobs(pipe, layer: int, C, layer_2, C_2, texts, max_length) -> list[tuple]:
+    """(component, encoder, tokenizer, layer, second moment) of each encoder ReFACT edits."""
+    jobs = [("text_encoder", pipe.text_encoder, pipe.tokenizer, layer, C)]
+    if len(edited_encoders(pipe)) == 2:
+        check_layer(pipe.text_encoder, layer)
+        if layer_2 is None:
+            layer_2 = same_relative_depth(layer, num_layers(pipe.text_encoder), num_layers(pipe.text_encoder_2))
+        jobs.append(("text_encoder_2", pipe.text_encoder_2, pipe.tokenizer_2, layer_2, C_2))
+    out = []
+    for name, encoder, tokenizer, lay, moment in jobs:
+        check_layer(encoder, lay)
+        if moment is None:
+            if texts is None:
+                raise ValueError(f"give the second moment of {name} layer {lay}, or `texts` to compute it from")
+            moment = second_moment(encoder, tokenizer, lay, texts, max_length=max_length)
+        out.append((name, encoder, tokenizer, lay, moment))
+    return out
+
+
 def refact_edit_pipeline(pipe, prompt: str, old: str, new: str, layer: int, C: torch.Tensor | None = None, *,
                          layer_2: int | None = None, C_2: torch.Tensor | None = None,
                          texts: Sequence[str] | None = None, max_length: int | None = None,
@@ -410,21 +435,86 @@ def refact_edit_pipeline(pipe, prompt: str, old: str, new: str, layer: int, C: t
     FLUX's CLIP `text_encoder` is edited too (only its pooled output reaches the transformer); its
     T5 encoder is not.
     """
-    jobs = [("text_encoder", pipe.text_encoder, pipe.tokenizer, layer, C)]
-    if len(edited_encoders(pipe)) == 2:
-        check_layer(pipe.text_encoder, layer)
-        if layer_2 is None:
-            layer_2 = same_relative_depth(layer, num_layers(pipe.text_encoder), num_layers(pipe.text_encoder_2))
-        jobs.append(("text_encoder_2", pipe.text_encoder_2, pipe.tokenizer_2, layer_2, C_2))
     delta: Delta = {}
     infos: dict = {}
-    for name, encoder, tokenizer, lay, moment in jobs:
-        check_layer(encoder, lay)
-        if moment is None:
-            if texts is None:
-                raise ValueError(f"give the second moment of {name} layer {lay}, or `texts` to compute it from")
-            moment = second_moment(encoder, tokenizer, lay, texts, max_length=max_length)
+    for name, encoder, tokenizer, lay, moment in _encoder_jobs(pipe, layer, C, layer_2, C_2, texts, max_length):
         d, info = refact_edit(encoder, tokenizer, prompt, old, new, lay, moment, **kwargs)
         delta[name] = d["text_encoder"]
         infos[name] = info
     return delta, infos
+
+
+def clean_features(text_encoder, tokenizer, old: str, new: str, position: str = "subject_last") -> torch.Tensor:
+    """The clean features g of [new, old] (2×d) that `refact_edit`'s loss contrasts."""
+    return _clean_features(text_encoder, tokenizer, [new, old], _device(text_encoder), tail=position == "tail")
+
+
+@torch.no_grad()
+def new_text_probability(text_encoder, tokenizer, prompt: str, g: torch.Tensor,
+                         templates: Sequence[str] = TEMPLATES, position: str = "subject_last") -> float:
+    """ReFACT's p(new) over {new, old} of the encoder as it is (no δ): the mean over the bare prompt and
+    the templates of softmax_k(−‖f(p) − g_k‖₂)[new], `g` = `clean_features` (of the unedited encoder).
+    The quantity `optimize_value` stops on, measured after the fact (a sequence's later edits may
+    undo an earlier one)."""
+    prompts = ["{}"] + [t for t in dict.fromkeys(templates) if t != "{}"]
+    tail = position == "tail"
+    device = _device(text_encoder)
+    enc = _tokenize(tokenizer, [t.format(prompt) for t in prompts], device, pipeline_style=tail)
+    mask = None
+    if tail:
+        mask = _token_mask([lookup_positions(tokenizer, t, prompt, position) for t in prompts],
+                           enc["input_ids"].shape[1], device)
+    with eval_mode(text_encoder):
+        f = text_features(text_encoder, **enc, tail=mask)
+    return torch.log_softmax(-torch.cdist(f, g.to(f.device)), dim=1)[:, 0].exp().mean().item()
+
+
+def refact_edit_sequence(pipe, edits: Sequence[tuple[str, str, str]], layer: int, C: torch.Tensor | None = None, *,
+                         layer_2: int | None = None, C_2: torch.Tensor | None = None,
+                         texts: Sequence[str] | None = None, max_length: int | None = None,
+                         **kwargs) -> tuple[Delta, list[dict]]:
+    """Several ReFACT edits (prompt, old, new) applied in sequence to one pipeline (a multi-edit model).
+
+    Edit k is computed on the encoder that already carries edits 0..k-1 (its fc2 weight, keys k* and
+    values m* are the edited model's), with the same second moment C of the unedited model and the
+    clean features g of the unedited encoder, as ReFACT's (and ROME's) sequential editing does.
+    Each rank-one update is added to the weight the previous one left, so the result is the
+    unedited weight plus a sum of rank-one updates. After the last edit every edit's p(new) is
+    measured again on the final encoder (`new_text_probability`): a later edit may undo an earlier one.
+
+    The pipeline is edited in place while the sequence runs and restored before returning (also on
+    an error). Returns the final delta (the last weights, as `refact_edit_pipeline`'s) and one
+    record per edit: `{component: info}` of its own optimisation, each info with `final_model_prob`.
+    """
+    if not edits:
+        raise ValueError("refact_edit_sequence needs at least one edit")
+    jobs = _encoder_jobs(pipe, layer, C, layer_2, C_2, texts, max_length)
+    position = kwargs.get("position", "subject_last")
+    templates = kwargs.get("templates", TEMPLATES)
+    # the clean features of every edit's texts, from the unedited encoders
+    g = {name: [clean_features(encoder, tokenizer, old, new, position) for _, old, new in edits]
+         for name, encoder, tokenizer, _, _ in jobs}
+    originals = {name: edited_weight(encoder, lay).detach().clone() for name, encoder, _, lay, _ in jobs}
+    delta: Delta = {}
+    records: list[dict] = []
+    try:
+        for i, (prompt, old, new) in enumerate(edits):
+            record = {}
+            for name, encoder, tokenizer, lay, moment in jobs:
+                d, info = refact_edit(encoder, tokenizer, prompt, old, new, lay, moment, target_features=g[name][i],
+                                      **kwargs)
+                (key, W_new), = d["text_encoder"].items()
+                with torch.no_grad():
+                    edited_weight(encoder, lay).copy_(W_new.to(edited_weight(encoder, lay)))
+                delta[name] = {key: W_new}
+                record[name] = info
+            records.append(record)
+        for i, (prompt, _, _) in enumerate(edits):
+            for name, encoder, tokenizer, _, _ in jobs:
+                records[i][name]["final_model_prob"] = new_text_probability(encoder, tokenizer, prompt, g[name][i],
+                                                                            templates, position)
+    finally:
+        with torch.no_grad():
+            for name, encoder, _, lay, _ in jobs:
+                edited_weight(encoder, lay).copy_(originals[name])
+    return delta, records

@@ -87,15 +87,15 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     rows = TableRows(["edit", "metric"])
     ci = resample.interval_of(spec)
 
-    for group, editors in group_order(spec).items():
+    for group, pairs in group_order(spec).items():
         performance = {"M_ed": [], **{f: [] for f in finetuners}}
         for metric in metrics:
             row = (group, metric)
-            mean = EditMeans([loaded[e] for e in editors], metric, spec, rng, reference_role="M_ed")
+            mean = EditMeans([loaded[pair] for pair in pairs], metric, spec, rng, reference_role="M_ed")
             edited, edited_samples = mean("M_ed")
             if np.isnan(edited):
                 raise TableInputError(f"{spec['kind']} table: no {metric} images for the {group} edits "
-                                      f"({', '.join(editors)})")
+                                      f"({', '.join(e for e, _ in pairs)})")
             performance["M_ed"].append(edited)
             rows.put(row, BASE_GROUP, "M_ed", edited, ci(edited_samples))
             drops, drop_samples = [], []

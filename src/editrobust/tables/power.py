@@ -452,26 +452,28 @@ def unsafe_cells(spec: Mapping, frames: Mapping) -> list[Cell]:
 def refact_cells(spec: Mapping, frames: Mapping) -> list[Cell]:
     from .load import black_images
     from .refact import BASE_GROUP, group_order, load_edits, roles
+    from .spec import edit_label
 
     loaded = load_edits(spec, frames, roles(spec["finetuners"]))
     names = spec["names"]
     edits_random, _ = cluster_levels(spec["cluster"])
     cells = []
 
-    def success(editor, role, metric):
-        frame = loaded[editor].frames[role]
+    def success(pair, role, metric):
+        frame = loaded[pair].frames[role]
         rows = frame[frame["metric"] == metric]
         y = pd.Series(as_bool(rows["success"], f"{source(frame)} success").astype(float), index=rows.index)
         y[black_images(rows)] = np.nan
         values = _indexed(rows, y)
         if edits_random:  # the edit is the cluster: prefix the image key with it
-            values.index = pd.MultiIndex.from_tuples([(editor, *i) for i in values.index], names=["edit", *IMAGE_KEY])
+            label = edit_label(spec, *pair)
+            values.index = pd.MultiIndex.from_tuples([(label, *i) for i in values.index], names=["edit", *IMAGE_KEY])
         return values, source(frame)
 
-    for group, editors in group_order(spec).items():
-        w = 1 / len(editors)
+    for group, pairs in group_order(spec).items():
+        w = 1 / len(pairs)
         for metric in REFACT_METRICS:
-            if not all(metric in set(loaded[e].frames["M"]["metric"]) for e in editors):
+            if not all(metric in set(loaded[pair].frames["M"]["metric"]) for pair in pairs):
                 continue
             row = (group, metric)
             columns = [(BASE_GROUP, "M", "M"), (BASE_GROUP, "M_ed", "M_ed")]
@@ -483,15 +485,15 @@ def refact_cells(spec: Mapping, frames: Mapping) -> list[Cell]:
                     # one stratum whose clusters are the edits; each edit's values are scaled by
                     # (mean counted images / its counted images), so that the pooled ratio is the
                     # table's mean of per-edit shares
-                    parts = [success(e, role, metric) for e in editors]
+                    parts = [success(pair, role, metric) for pair in pairs]
                     counted = [int(v.notna().sum()) for v, _ in parts]
                     mean_counted = float(np.mean(counted))
                     values = pd.concat([v * (mean_counted / n if n else 1.0) for (v, _), n in zip(parts, counted)])
                     cell.add(group, Term(sign, values, IDENTITY, parts[0][1]))
                 else:
-                    for e in editors:
-                        values, where = success(e, role, metric)
-                        cell.add(e, Term(sign * w, values, IDENTITY, where))
+                    for pair in pairs:
+                        values, where = success(pair, role, metric)
+                        cell.add(edit_label(spec, *pair), Term(sign * w, values, IDENTITY, where))
                 return cell
 
             for label, quantity, role in columns:

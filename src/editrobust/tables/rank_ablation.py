@@ -43,13 +43,13 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     loaded = load_edits(spec, frames, variant_of)
     groups = group_order(spec)
     # one bootstrap draw per RoAD type, shared by every (method, rank): see refact.EditMeans
-    means = {group: EditMeans([loaded[e] for e in editors], "efficacy", spec, rng, reference_role=finetuners[0])
-             for group, editors in groups.items()}
+    means = {group: EditMeans([loaded[pair] for pair in pairs], "efficacy", spec, rng, reference_role=finetuners[0])
+             for group, pairs in groups.items()}
     ranks = sorted({r for entry in spec["ranks"] for r, _ in entry["ranks"]})
     rows = TableRows(["rank"])
     for entry in spec["ranks"]:
         method, by_int = entry["method"], dict(entry["ranks"])
-        for group, editors in groups.items():
+        for group, pairs in groups.items():
             per_rank = []
             for rank in ranks:
                 if rank not in by_int:
@@ -57,7 +57,7 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
                     rows.put(rank, method, f"{group} sd", np.nan)
                     continue
                 value, samples = means[group](by_int[rank])
-                _, sd = avg_std(PERCENT * np.asarray([loaded[e].scores[by_int[rank]]["efficacy"] for e in editors]))
+                _, sd = avg_std(PERCENT * np.asarray([loaded[pair].scores[by_int[rank]]["efficacy"] for pair in pairs]))
                 per_rank.append(PERCENT * value)
                 interval = ci(PERCENT * samples if samples is not None else None)
                 rows.put(rank, method, group, PERCENT * value, interval)

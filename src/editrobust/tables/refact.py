@@ -4,6 +4,8 @@ Each edit E is evaluated on its own RoAD promptset P (the entry's `editors[i]` o
 for every variant: base, ed-E, ft-F and ed-E+ft-F. A cell is the mean over the edits of one
 RoAD type (the study's Appearance and Role panels; `groups` comes from the editors' config) of the
 per-edit score (`metrics.refact_scores`: the share of successful images of that metric).
+The unit is the pair (editors[i], promptsets[i]): a multi-edit model (a ReFACT entry with a list
+of rows) appears once per row, paired with each row's promptset, and each pair is one edit.
 Δ = |score(M_ed) − score(M_ed_ft)|, and `p` is the paired bootstrap p-value of the change
 M_ed → M_ed_ft.
 
@@ -31,6 +33,8 @@ from . import COMMON, NAME, NAME_LIST, NAMES, TableKind, resample
 from .layout import TableRows
 from .load import TableInputError, black_images, get, source
 from .spec import CLUSTERS, EDIT_CLUSTERS, EDIT_DEFAULT_CLUSTER, ScoreKey, cluster_levels, edit_groups, edits
+
+Pair = tuple[str, str]  # (editor, promptset): one edit of a table
 
 BASE_GROUP = "Base"
 
@@ -77,10 +81,10 @@ class EditScores:
         return resample.pooled(rows, success, cluster, reference, source(frame))
 
 
-def load_edits(spec: Mapping, frames: Mapping, variant_of: Mapping) -> dict[str, EditScores]:
-    """Each of the table's edits (`editors`), its frame per role (`variant_of`) read and checked once."""
-    promptset = dict(edits(spec))
-    return {e: EditScores(spec, frames, e, promptset[e], variant_of) for e in spec["editors"]}
+def load_edits(spec: Mapping, frames: Mapping, variant_of: Mapping) -> dict[Pair, EditScores]:
+    """Each of the table's edits, keyed by its (editor, promptset) pair, its frame per role (`variant_of`)
+    read and checked once."""
+    return {(e, p): EditScores(spec, frames, e, p, variant_of) for e, p in edits(spec)}
 
 
 class EditMeans:
@@ -116,11 +120,11 @@ def roles(finetuners) -> dict:
     return out
 
 
-def group_order(spec: Mapping) -> dict[str, list[str]]:
-    """{RoAD type: its editors}, in the order the editors are listed."""
-    out: dict[str, list[str]] = {}
-    for e in spec["editors"]:
-        out.setdefault(spec["groups"].get(e, "all"), []).append(e)
+def group_order(spec: Mapping) -> dict[str, list[Pair]]:
+    """{RoAD type: its (editor, promptset) pairs}, in the order the editors are listed."""
+    out: dict[str, list[Pair]] = {}
+    for e, p in edits(spec):
+        out.setdefault(spec["groups"].get(e, "all"), []).append((e, p))
     return out
 
 
@@ -131,10 +135,10 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
     rows = TableRows(["edit", "metric"])
     ci = resample.interval_of(spec)
 
-    for group, editors in group_order(spec).items():
+    for group, pairs in group_order(spec).items():
         for metric in REFACT_METRICS:
             row = (group, metric)
-            mean = EditMeans([loaded[e] for e in editors], metric, spec, rng, reference_role="M")
+            mean = EditMeans([loaded[pair] for pair in pairs], metric, spec, rng, reference_role="M")
             value, samples = mean("M")
             rows.put(row, BASE_GROUP, "M", value, ci(samples))
             edited, edited_samples = mean("M_ed")
@@ -157,7 +161,8 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
 EDIT_PARAMS = {
     "editors": Param(NAME_LIST, required=True,
                      doc="the edits; `editors[i]` is evaluated on `promptsets[i]` (its own RoAD row). Edits are "
-                         "grouped by their RoAD type (appearance / role)"),
+                         "grouped by their RoAD type (appearance / role). A multi-edit editor (a list of rows) is "
+                         "listed once per row, paired with each row's promptset"),
     "promptsets": Param(NAME_LIST, required=True, doc="the promptset of each edit, paired by position"),
     "scorer": Param(NAME, required=True, doc="a scorer with `metric` and `success` (RoAD promptsets)"),
     "cluster": Param({"enum": [*EDIT_CLUSTERS, *CLUSTERS]}, EDIT_DEFAULT_CLUSTER,

@@ -144,8 +144,9 @@ class TaskStrength:
         m, s, kind = spec["model"], task.get("scorer", spec["scorer"]), task["kind"]
         cluster = CLUSTERS[task.get("cluster", spec["cluster"])]
         self.kind = kind
-        self.estimates: dict[tuple[str, str], float] = {}  # (editor, variant) -> s
-        self.samples: dict[tuple[str, str], np.ndarray | None] = {}
+        # (editor, promptset, variant) -> s: an editor may appear with several promptsets (a multi-edit model)
+        self.estimates: dict[tuple[str, str, str], float] = {}
+        self.samples: dict[tuple[str, str, str], np.ndarray | None] = {}
         self.edits = _edits(task)
         for e, p in self.edits:
             variants = task_variants(spec, e)
@@ -161,17 +162,17 @@ class TaskStrength:
                     raise TableInputError(f"robustness table: {v} on {p} has strata {sorted(cells)}, "
                                           f"{ed(e)} has {sorted(reference)}")
                 names = list(reference)
-                self.estimates[e, v] = float(np.mean([_transform(kind, np.float64(cells[n].estimate)) for n in names]))
+                self.estimates[e, p, v] = float(np.mean([_transform(kind, np.float64(cells[n].estimate)) for n in names]))
                 if draw is None:
-                    self.samples[e, v] = None
+                    self.samples[e, p, v] = None
                 else:
                     per_stratum = [_transform(kind, cells[n].resampled(draw.within[i])) for i, n in enumerate(names)]
-                    self.samples[e, v] = np.mean(per_stratum, axis=0)
+                    self.samples[e, p, v] = np.mean(per_stratum, axis=0)
 
     def mean(self, variant_of) -> tuple[float, np.ndarray | None]:
         """s averaged over the task's edits, of the variant `variant_of(editor)` of each edit."""
-        estimate = float(np.mean([self.estimates[e, variant_of(e)] for e, _ in self.edits]))
-        samples = [self.samples[e, variant_of(e)] for e, _ in self.edits]
+        estimate = float(np.mean([self.estimates[e, p, variant_of(e)] for e, p in self.edits]))
+        samples = [self.samples[e, p, variant_of(e)] for e, p in self.edits]
         return estimate, (None if any(x is None for x in samples) else np.mean(samples, axis=0))
 
 

@@ -76,18 +76,34 @@ class QualityKey:
 
 
 def edits(spec: Mapping) -> list[tuple[str, str]]:
-    """(editor, promptset) pairs of a multi-edit table: `editors` and `promptsets` paired by position."""
+    """(editor, promptset) pairs of a multi-edit table: `editors` and `promptsets` paired by position.
+    A pair is the unit a table evaluates: an editor may appear more than once, paired with different
+    promptsets (a multi-edit model, evaluated per edit on each row's promptset)."""
     return list(zip(spec["editors"], spec["promptsets"], strict=True))
+
+
+def edit_label(spec: Mapping, editor: str, promptset: str) -> str:
+    """A name for one (editor, promptset) pair: the editor, or `editor@promptset` where the table
+    pairs that editor with more than one promptset."""
+    return editor if list(spec["editors"]).count(editor) == 1 else f"{editor}@{promptset}"
+
+
+def _road_rows(road) -> list:
+    if isinstance(road, Mapping):
+        return [road]
+    return [r for r in road if isinstance(r, Mapping)] if isinstance(road, list) else []
 
 
 def edit_groups(config: Mapping, editors) -> dict[str, str]:
     """{editor: group}: ReFACT edits are reported per RoAD type (the study's Appearance / Role);
-    others as 'all'."""
+    others as 'all'. A multi-edit ReFACT entry's group is its rows' type (validation refuses an
+    entry whose rows mix types)."""
     out = {}
     for editor in editors:
         entry = (config.get("editors") or {}).get(editor, {})
-        road = entry.get("road") if isinstance(entry, Mapping) else None
-        out[editor] = road["type"] if isinstance(road, Mapping) and "type" in road else "all"
+        rows = _road_rows(entry.get("road")) if isinstance(entry, Mapping) else []
+        types = list(dict.fromkeys(r["type"] for r in rows if "type" in r))
+        out[editor] = types[0] if len(types) == 1 else "all"
     return out
 
 
@@ -142,7 +158,13 @@ def _pairing_problems(at: str, entry: Mapping, sections: Mapping) -> list[str]:
     for i, (e, p) in enumerate(zip(editors, promptsets)):
         ed_road = (sections["editors"].get(e) or {}).get("road")
         ps = sections["promptsets"].get(p) or {}
-        if ed_road and ps.get("source") == "road" and ps.get("road") != ed_road:
+        if ed_road and ps.get("source") == "road" and ps.get("road") not in _road_rows(ed_road):
+            edited = ed_road if isinstance(ed_road, Mapping) else f"the rows {ed_road}"
             out.append(f"{at}.promptsets[{i}]: promptset {p!r} holds RoAD row {ps.get('road')} "
-                       f"but editor {e!r} edits {ed_road}")
+                       f"but editor {e!r} edits {edited}")
+    seen = set()
+    for i, pair in enumerate(zip(editors, promptsets)):
+        if pair in seen:
+            out.append(f"{at}.promptsets[{i}]: editor {pair[0]!r} is paired with promptset {pair[1]!r} twice")
+        seen.add(pair)
     return out

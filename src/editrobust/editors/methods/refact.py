@@ -3,6 +3,15 @@
 A rank-one edit of one text-encoder MLP (`mlp.fc2` of `layer`; refact.py), writing the edit of
 one RoAD row (its Prompt, Old and New texts). It reads the layer's cached second moment of fc2
 inputs (rule `refact_statistic`: once per model, layer and corpus, shared by every edit).
+
+A **multi-edit model**: `road` may be a list of rows (all of one RoAD type). They are applied in
+sequence to one model (refact.py: `refact_edit_sequence`): edit k is computed on the model that
+carries edits 0..k-1, with the same statistic C of the parent model; the stored delta is the final
+fc2 weight. variant.json's `result.edits` holds each row's record, with its p(new) measured again
+on the final model (`final_model_prob`: a later edit may undo an earlier one); the target is
+reached only if every row's final-model p(new) reaches `min_final_prob` (the lowest is reported,
+with its row). Each row is evaluated on its own promptset from the same model (a table pairs the
+editor with each row's promptset), so a fine-tune is paid once per model, not per edit.
 """
 
 from __future__ import annotations
@@ -33,8 +42,11 @@ class Refact(Editor):
     name = "refact"
     params = {
         **Editor.params,
-        "road": Param({"$ref": "#/$defs/road_row"}, required=True,
-                      doc="`{file, type, index}` as for promptsets: the edit's Prompt / Old / New"),
+        "road": Param({"oneOf": [{"$ref": "#/$defs/road_row"},
+                                 {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/road_row"}}]},
+                      required=True,
+                      doc="`{file, type, index}` as for promptsets: the edit's Prompt / Old / New; or a list of such "
+                          "rows, all of one RoAD type: a multi-edit model, the rows edited in sequence"),
         "layer": Param({"type": "integer", "minimum": 0}, required=True,
                        doc="0-based encoder layer whose `mlp.fc2` is edited"),
         "statistics": Param({"$ref": "#/$defs/name"}, TOY_CORPUS,
@@ -64,9 +76,16 @@ class Refact(Editor):
 
     @classmethod
     def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
+        out = []
+        types = list(dict.fromkeys(row["type"] for row in road_rows(entry["road"])))
+        if len(types) > 1:
+            # a table reports a multi-edit model's rows in one group (its RoAD type): one type per model
+            out.append(f"editors.{name}.road: a multi-edit entry's rows must all be of one RoAD type, got "
+                       f"{' and '.join(types)}; make one editor per type")
         if entry["statistics"] in BUILTIN_CORPORA:
-            return []
-        return reference_problems(f"editors.{name}.statistics", entry["statistics"], config, "downloads", "wikitext103")
+            return out
+        return out + reference_problems(f"editors.{name}.statistics", entry["statistics"], config, "downloads",
+                                        "wikitext103")
 
     @classmethod
     def inputs(cls, model: str, entry: Mapping, config: Mapping, parent: str = BASE) -> dict[str, str]:
@@ -75,8 +94,9 @@ class Refact(Editor):
         entry = cls.with_defaults(entry)
         out = {"stats": paths.fill(paths.REFACT_STATISTIC, model=model, variant=parent, layer=entry["layer"],
                                    corpus=entry["statistics"])}
-        if entry["road"]["file"] != "toy":
-            out["road"] = entry["road"]["file"]
+        files = list(dict.fromkeys(row["file"] for row in road_rows(entry["road"]) if row["file"] != "toy"))
+        for i, file in enumerate(files):
+            out["road" if i == 0 else f"road_{i}"] = file
         return out
 
     @classmethod
@@ -91,10 +111,12 @@ class Refact(Editor):
 
         from ..refact import refact_edit_pipeline
 
-        row = resolve_road_row(job.entry["road"])
         moments = load_file(str(job.inputs["stats"]))
         # SDXL: the statistic file also holds the second encoder's (see compute_fc2_statistic)
         second = {"C_2": moments["C_2"], "layer_2": int(moments["layer_2"])} if "C_2" in moments else {}
+        if not isinstance(job.entry["road"], Mapping):
+            return self.run_sequence(pipe, job, moments, second)
+        row = resolve_road_row(job.entry["road"])
         try:
             delta, per_component = refact_edit_pipeline(
                 pipe, row["prompt"], row["old"], row["new"], job.entry["layer"], moments["C"], **second,
@@ -106,10 +128,33 @@ class Refact(Editor):
         log.info("ReFACT %r: %r -> %r: %s", row["prompt"], row["old"], row["new"], result)
         return delta, {"refact": result, "road_row": row, "target": refact_outcome(result, job.entry)}
 
+    def run_sequence(self, pipe, job: EditJob, moments, second):
+        """A multi-edit model: the rows of `road` edited in sequence (module docstring)."""
+        from ..refact import refact_edit_sequence
 
-def refact_outcome(result: Mapping, entry: Mapping) -> Outcome:
-    """The value optimisation's final p(new), lowest over the edited encoders."""
-    final = min(r["final_prob"] for r in result.values())
+        rows = [resolve_road_row(spec) for spec in job.entry["road"]]
+        try:
+            delta, records = refact_edit_sequence(
+                pipe, [(r["prompt"], r["old"], r["new"]) for r in rows], job.entry["layer"], moments["C"], **second,
+                **job.params("road", "layer", "statistics", "min_final_prob"))
+        except ValueError as e:
+            raise EditFailed(f"editors.{job.editor} (ReFACT, {len(rows)} edits, layer {job.entry['layer']}, position "
+                             f"{job.entry['position']}): {e}") from None
+        edits = []
+        for i, (row, record) in enumerate(zip(rows, records)):
+            result = {c: {k: v for k, v in info.items() if k != "vectors"} for c, info in record.items()}
+            outcome = refact_outcome(result, job.entry, key="final_model_prob")
+            log.info("ReFACT edit %d of %d, %r: %r -> %r: %s", i + 1, len(rows), row["prompt"], row["old"], row["new"],
+                     result)
+            edits.append({"road_row": row, "refact": result, "reached": outcome.reached,
+                          "final_model_prob": outcome.value})
+        return delta, {"edits": edits, "target": sequence_outcome(edits, job.entry)}
+
+
+def refact_outcome(result: Mapping, entry: Mapping, key: str = "final_prob") -> Outcome:
+    """The value optimisation's final p(new) (or another `key` of the record: a sequence's p(new) on the
+    final model), lowest over the edited encoders."""
+    final = min(r[key] for r in result.values())
     # the unedited encoder already preferred the new text past ReFACT's own stopping threshold
     already = all(r["steps"] == 0 and r["initial_prob"] > entry["v_prob_threshold"] for r in result.values())
     steps = max(r["steps"] for r in result.values())
@@ -117,6 +162,28 @@ def refact_outcome(result: Mapping, entry: Mapping) -> Outcome:
                    threshold=entry["min_final_prob"], already_met=already,
                    cause=f"the value optimisation stopped after {steps} steps: more v_max_grad_steps, a larger v_lr "
                          "or clamp_norm_factor, or a layer whose output reaches the feature more directly")
+
+
+def sequence_outcome(edits: list[dict], entry: Mapping) -> Outcome:
+    """A multi-edit model reaches its target only if every row does: the lowest p(new) on the final
+    model over the rows (and encoders), naming its row."""
+    i = min(range(len(edits)), key=lambda j: edits[j]["final_model_prob"])
+    worst, row = edits[i], edits[i]["road_row"]
+    already = all(r["steps"] == 0 and r["initial_prob"] > entry["v_prob_threshold"]
+                  for e in edits for r in e["refact"].values())
+    steps = max(r["steps"] for r in worst["refact"].values())
+    missed = [j for j, e in enumerate(edits) if not e["reached"]]
+    return Outcome(reached=not missed, measure=f"ReFACT's p(new) on the final model, lowest of {len(edits)} edits "
+                                                f"(row {i}, {row['type']} {row['prompt']!r} -> {row['new']!r})",
+                   value=worst["final_model_prob"], threshold=entry["min_final_prob"], already_met=already,
+                   cause=f"rows {missed} missed; row {i}'s value optimisation stopped after {steps} steps, or a later "
+                         "edit of the sequence undid it: more v_max_grad_steps, a larger v_lr or clamp_norm_factor, "
+                         "fewer rows per model, or another layer")
+
+
+def road_rows(spec) -> list[Mapping]:
+    """The RoAD row specs of an entry's `road`: one row, or a multi-edit entry's list."""
+    return [spec] if isinstance(spec, Mapping) else list(spec)
 
 
 def resolve_road_row(spec: Mapping) -> dict:
