@@ -136,3 +136,16 @@ def test_a_gpu_measurement_replaces_the_extrapolation_scaled_by_flops(tiny_confi
     with pytest.raises(ValueError, match="full-size"):
         cost.estimate(tiny_config, measured=tiny)
 
+
+def test_paper_lite_plans_the_headline_tables_offline(repo):
+    """The affordable config: SD1.4 only, 20 RoAD edits paired with their promptsets, one model per
+    edit, the study's four fine-tunes of each edited model (config/README.md, "An affordable grid")."""
+    config = validate_config(load_yaml(repo / "config" / "paper_lite.yaml"))
+    table = config["tables"]["refact_sd14"]
+    assert len(set(table["editors"])) == len(table["promptsets"]) == 20
+    assert list(config["models"]) == ["sd14"]
+    plan = preflight.plan_targets(config, [f"results/tables/{t}.csv" for t in config["tables"]])
+    variants = {f["variant"] for f in plan.matching("results/models/{model}/{variant}/variant.json")}
+    edited_finetunes = {v for v in variants if v.startswith("ed-") and "+ft-" in v}
+    assert len(edited_finetunes) == (20 + 2) * 4  # ReFACT's 20, debias and erase; x full, LoRA, DoRA, DreamBooth
+    assert preflight._image_count(config, "professions") == 6 * 3 * 60  # the planned 180 per profession
