@@ -218,6 +218,7 @@ class Job:
     basis: str = "extrapolated"
     seconds: float = 0.0
     bound: bool = False
+    unknown: bool = False  # its size is not known before its inputs exist (counted as 0)
 
 
 @dataclass
@@ -238,7 +239,8 @@ class Estimate:
             out.append(dict(rule=rule, model=model, jobs=len(jobs), work=sum(j.work for j in jobs), unit=jobs[0].unit,
                             pflop=sum(j.flops for j in jobs) / 1e15, gpu_hours=sum(j.seconds for j in jobs) / 3600,
                             longest_hours=max(j.seconds for j in jobs) / 3600,
-                            basis=", ".join(sorted({j.basis for j in jobs})), bound=any(j.bound for j in jobs)))
+                            basis=", ".join(sorted({j.basis for j in jobs})), bound=any(j.bound for j in jobs),
+                            unknown=sum(j.unknown for j in jobs)))
         return out
 
     @property
@@ -311,12 +313,13 @@ def estimate(config: Mapping, targets: Iterable[str] | None = None, card: str = 
     for f in todo(paths.SAMPLES_INDEX):
         m = f["model"]
         settings, dtype = settings_of(m)
-        n = _image_count(config, f["promptset"]) or 0
+        n = _image_count(config, f["promptset"])
 
         def measured_image(m=m):
             steps, guidance = GPU_CHECK_SAMPLING[FAMILY_ARCHITECTURE[config["models"][m]["family"]]]
             return flops[m].image(SamplingSettings(steps=steps, guidance=guidance), flops[m].native)
-        add(Job("sample", m, n, "images", n * image_flops(m, settings), dtype == "float32"), "sampling", measured_image)
+        add(Job("sample", m, n or 0, "images", (n or 0) * image_flops(m, settings), dtype == "float32",
+                unknown=n is None), "sampling", measured_image)
     for f in todo(paths.VARIANT_JSON):
         m, variant = f["model"], vn.parse(f["variant"])
         if not variant.steps or variant.checkpoint is not None:
@@ -345,9 +348,10 @@ def estimate(config: Mapping, targets: Iterable[str] | None = None, card: str = 
                 lambda m=m, method=method: flops[m].train_row({"method": method.name}, flops[m].native))
     for f in todo(paths.LATENT_CACHE):
         m = f["model"]
-        rows = _dataset_rows(config, f["dataset"]) or 0
+        rows = _dataset_rows(config, f["dataset"])
         size = int(config["datasets"][f["dataset"]].get("resolution") or flops[m].native)
-        add(Job("latent cache", m, rows, "dataset rows", 2 * rows * flops[m].encode(size), True))
+        add(Job("latent cache", m, rows or 0, "dataset rows", 2 * (rows or 0) * flops[m].encode(size), True,
+                unknown=rows is None))
     for f in todo(paths.REFACT_STATISTIC):
         m = f["model"]
         lines = _corpus_lines(config, f["corpus"])
@@ -390,6 +394,7 @@ def render(est: Estimate) -> str:
     lines = [header]
     for r in est.rows():
         work = f"{_num(r['work'])} {r['unit']}" + (" (at most)" if r["bound"] else "")
+        work += f" (+{r['unknown']} job(s) of unknown size)" if r["unknown"] else ""
         lines.append((r["rule"], r["model"], str(r["jobs"]), work, _num(r["pflop"]), _num(r["gpu_hours"]),
                       _num(r["longest_hours"]), r["basis"]))
     lines.append(("total", "", str(len(est.jobs)), "", _num(sum(j.flops for j in est.jobs) / 1e15),
