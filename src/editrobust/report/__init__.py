@@ -60,6 +60,28 @@ class FigureKind(Plugin):
         return [spec["editor"]] if "editor" in spec else []
 
 
+class TableFigure(FigureKind):
+    """A figure drawn from one built table (`table`): it reads that table's CSV only, and refuses a
+    table of a kind it cannot draw (`table_kinds`; `wrong_kind` says why, after "is of kind 'k'")."""
+
+    table_kinds: tuple[str, ...] = ()
+    wrong_kind: str = ""
+
+    @staticmethod
+    def inputs(spec: Mapping) -> list[str]:
+        return [paths.table(spec["table"])]
+
+    @classmethod
+    def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
+        at, tables = f"figures.{name}.table", config.get("tables") or {}
+        if entry["table"] not in tables:
+            return [f"{at}: unknown table {entry['table']!r} (defined: {', '.join(tables) or 'none'})"]
+        kind = tables[entry["table"]]["kind"]
+        if kind not in cls.table_kinds:
+            return [f"{at}: table {entry['table']!r} is of kind {kind!r}{cls.wrong_kind}"]
+        return []
+
+
 FIGURES = Registry("figures", "kind", FigureKind, {
     "grid": "editrobust.report.grid:Grid",
     "bars": "editrobust.report.bars:Bars",

@@ -23,7 +23,7 @@ from editrobust.tables.debias import NO_GENDER_ROW
 from editrobust.tables.layout import HIGH, LOW, MARK, STD_ROW
 from editrobust.tables.marks import NOTE_COLUMN, SYMBOL
 
-from . import COMMON, FigureKind, add_footnotes
+from . import COMMON, TableFigure, add_footnotes
 from .spec import BAR_TABLE_KINDS, FigureInputError
 
 BASE_GROUP = "Base"
@@ -132,10 +132,12 @@ def build(spec: Mapping, files: Mapping[str, Path]):
     return fig, data
 
 
-class Bars(FigureKind):
+class Bars(TableFigure):
     """The study's Figure 3 from a table: bars of M, M_ed, M_ft and M_ed_ft per fine-tuner, CI whiskers."""
 
     name = "bars"
+    table_kinds = BAR_TABLE_KINDS
+    wrong_kind = f"; bars draw tables of kind {', '.join(BAR_TABLE_KINDS)} (columns M, M_ed, M_ft, M_ed_ft)"
     params = {
         **COMMON,
         "table": Param({"$ref": "#/$defs/name"}, required=True,
@@ -152,17 +154,3 @@ class Bars(FigureKind):
     def resolve(cls, entry: Mapping, config: Mapping) -> dict:
         return {**cls.with_defaults(entry), "table_kind": (config.get("tables") or {})[entry["table"]]["kind"]}
 
-    @staticmethod
-    def inputs(spec: Mapping) -> list[str]:
-        return [paths.table(spec["table"])]
-
-    @classmethod
-    def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
-        at, tables = f"figures.{name}.table", config.get("tables") or {}
-        if entry["table"] not in tables:
-            return [f"{at}: unknown table {entry['table']!r} (defined: {', '.join(tables) or 'none'})"]
-        kind = tables[entry["table"]]["kind"]
-        if kind not in BAR_TABLE_KINDS:
-            return [f"{at}: table {entry['table']!r} is of kind {kind!r}; bars draw tables of kind "
-                    f"{', '.join(BAR_TABLE_KINDS)} (columns M, M_ed, M_ft, M_ed_ft)"]
-        return []

@@ -19,7 +19,7 @@ from editrobust import paths
 from editrobust.plugins import Param
 from editrobust.tables.layout import HIGH, LOW
 
-from . import COMMON, FigureKind, add_footnotes
+from . import COMMON, TableFigure, add_footnotes
 from .bars import NOTE, _number, read_table
 from .spec import FigureInputError
 
@@ -69,25 +69,14 @@ def build(spec: Mapping, files: Mapping[str, Path]):
     return fig, data
 
 
-class League(FigureKind):
+class League(TableFigure):
     """The robustness league table as a heatmap of the share of each edit kept, with CIs."""
 
     name = "league"
+    table_kinds = ("robustness",)
+    wrong_kind = ", not robustness"
     params = {
         **COMMON,
         "table": Param({"$ref": "#/$defs/name"}, required=True, doc="a table of kind `robustness`"),
     }
     run = staticmethod(build)
-
-    @staticmethod
-    def inputs(spec: Mapping) -> list[str]:
-        return [paths.table(spec["table"])]
-
-    @classmethod
-    def problems(cls, name: str, entry: Mapping, config: Mapping) -> list[str]:
-        at, tables = f"figures.{name}.table", config.get("tables") or {}
-        if entry["table"] not in tables:
-            return [f"{at}: unknown table {entry['table']!r} (defined: {', '.join(tables) or 'none'})"]
-        if tables[entry["table"]]["kind"] != "robustness":
-            return [f"{at}: table {entry['table']!r} is of kind {tables[entry['table']]['kind']!r}, not robustness"]
-        return []
