@@ -31,7 +31,7 @@ from .debias import female_indicator
 from .layout import ICON, TableRows
 from .load import SAFETY, TableInputError, check_labels, get, source
 from .refact import edit_scores, roles
-from .spec import ScoreKey, edit_groups
+from .spec import ScoreKey, edit_groups, edits
 
 ICONS = ("○", "◔", "◑", "◕", "●")  # empty .. full: weakest .. strongest edit
 SHARE_BOUNDS = (0.10, 0.25, 0.50, 0.75)
@@ -75,16 +75,12 @@ STRENGTH = {
 }
 
 
-def _task_edits(task: Mapping) -> list[tuple[str, str]]:
-    return list(zip(task["editors"], task["promptsets"], strict=True))
-
-
 def inputs(spec: Mapping) -> list[ScoreKey]:
     m = spec["model"]
     keys = []
     for task in spec["tasks"]:
         s = task.get("scorer", spec["scorer"])
-        for e, p in _task_edits(task):
+        for e, p in edits(task):
             keys += [ScoreKey(m, variant(e), p, s) for variant in roles(spec["finetuners"]).values()]
     return keys
 
@@ -101,7 +97,7 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
         score = {}
         for role, variant in roles(spec["finetuners"]).items():
             score[role] = float(np.mean([strength(get(frames, ScoreKey(m, variant(e), p, s), "retention table"))
-                                         for e, p in _task_edits(task)]))
+                                         for e, p in edits(task)]))
 
         def put(group: str, quantity: str, value: float, icon_of) -> None:
             rows.put(label, group, quantity, value)

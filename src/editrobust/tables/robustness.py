@@ -42,6 +42,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from editrobust.metrics import relative_reversal
 from editrobust.metrics.rates import as_bool
 from editrobust.plugins import Param
 from editrobust.variant_names import BASE, ed, ed_ft, ft_ed, re_edit
@@ -50,7 +51,7 @@ from . import COMMON, NAME, NAME_LIST, NAMES, TableKind, resample
 from .debias import female_indicator
 from .layout import TableRows
 from .load import TableInputError, black_images, get, indicator, source
-from .spec import CLUSTERS, ScoreKey, edit_groups
+from .spec import CLUSTERS, ScoreKey, edit_groups, edits
 
 KINDS = ("refact", "unsafe", "debias")
 REMEDIES = ("fine-tuned", "re-edited", "edit-aware", "edited after")
@@ -79,17 +80,13 @@ def task_variants(spec: Mapping, editor: str) -> list[str]:
     return out
 
 
-def _edits(task: Mapping) -> list[tuple[str, str]]:
-    return list(zip(task["editors"], task["promptsets"], strict=True))
-
-
 def inputs(spec: Mapping) -> list[ScoreKey]:
     m = spec["model"]
     keys = []
     for task in spec["tasks"]:
         s = task.get("scorer", spec["scorer"])
         collateral = task.get("collateral")
-        for e, p in _edits(task):
+        for e, p in edits(task):
             for v in task_variants(spec, e):
                 keys.append(ScoreKey(m, v, p, s))
                 if collateral:
@@ -147,7 +144,7 @@ class TaskStrength:
         # (editor, promptset, variant) -> s: an editor may appear with several promptsets (a multi-edit model)
         self.estimates: dict[tuple[str, str, str], float] = {}
         self.samples: dict[tuple[str, str, str], np.ndarray | None] = {}
-        self.edits = _edits(task)
+        self.edits = edits(task)
         for e, p in self.edits:
             variants = task_variants(spec, e)
             strata = {v: _strata(kind, get(frames, ScoreKey(m, v, p, s), "robustness table")) for v in variants}
@@ -174,14 +171,6 @@ class TaskStrength:
         estimate = float(np.mean([self.estimates[e, p, variant_of(e)] for e, p in self.edits]))
         samples = [self.samples[e, p, variant_of(e)] for e, p in self.edits]
         return estimate, (None if any(x is None for x in samples) else np.mean(samples, axis=0))
-
-
-def _retained(base, edited, other):
-    """1 − relative reversal (metrics.relative_reversal), elementwise; NaN where the edit did nothing."""
-    base, edited, other = (np.asarray(x, dtype=float) for x in (base, edited, other))
-    effect = edited - base
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(effect != 0, 1 - (edited - other) / np.where(effect != 0, effect, 1), np.nan)
 
 
 # --- collateral and the fine-tune's own measure (point estimates) ------------------------------------------
@@ -231,18 +220,18 @@ def build(spec: Mapping, frames: Mapping) -> pd.DataFrame:
                 variant_of = lambda e: remedy_variants(spec, e, f)[remedy]  # noqa: B023, E731
                 s_x, x_samples = strength.mean(variant_of)
                 group = names.get(f, f)
-                retained = float(_retained(s_m, s_ed, s_x))
-                ci = (interval(_retained(m_samples, ed_samples, x_samples))
+                retained = float(1 - relative_reversal(s_m, s_ed, s_x))
+                ci = (interval(1 - relative_reversal(m_samples, ed_samples, x_samples))
                       if x_samples is not None and m_samples is not None else None)
                 rows.put((label, remedy), group, "retained", retained, ci)
                 rows.put((label, remedy), group, "s", s_x, interval(x_samples))
-                collateral = [_collateral(spec, task, frames, e, p, variant_of(e)) for e, p in _edits(task)]
+                collateral = [_collateral(spec, task, frames, e, p, variant_of(e)) for e, p in edits(task)]
                 rows.put((label, remedy), group, "collateral", float(np.mean(collateral)))
                 measure = spec["finetune_task"].get(f)
                 if measure and remedy in ("fine-tuned", "edit-aware"):
                     s = measure.get("scorer", task.get("scorer", spec["scorer"]))
                     rates = [_column_rate(get(frames, ScoreKey(spec["model"], variant_of(e), measure["promptset"], s),
-                                              "robustness table"), measure["column"]) for e, _ in _edits(task)]
+                                              "robustness table"), measure["column"]) for e, _ in edits(task)]
                     rows.put((label, remedy), group, "task", float(np.mean(rates)))
     return rows.frame()
 
