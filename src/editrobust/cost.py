@@ -88,9 +88,11 @@ def count_flops(fn: Callable[[], object]) -> float:
 class ModelFlops:
     """FLOPs of one model's passes, counted once each on a pipeline of its shapes."""
 
-    def __init__(self, factory: Callable[[], object]):
+    def __init__(self, factory: Callable[[], object], pipe=None):
+        """`factory` builds a fresh pipeline (a training row's fine-tuner setup changes it); `pipe`,
+        one already built by it, is read for every forward count (default: built here)."""
         self.factory = factory
-        self.pipe = factory()
+        self.pipe = factory() if pipe is None else pipe
         self._cache: dict = {}
 
     def _memo(self, key, fn):
@@ -115,10 +117,8 @@ class ModelFlops:
         """Encoding one prompt (every text encoder)."""
         from editrobust.finetune.objectives import text_encoder_names
 
-        def run():
-            counts = self._by_module(self.pipe, self.native)
-            return sum(counts.get(type(getattr(self.pipe, n)).__name__, 0.0) for n in text_encoder_names(self.pipe))
-        return self._memo("text", run)
+        counts = self._by_module(self.native)
+        return sum(counts.get(type(getattr(self.pipe, n)).__name__, 0.0) for n in text_encoder_names(self.pipe))
 
     @property
     def native(self) -> int:
@@ -126,20 +126,22 @@ class ModelFlops:
 
         return native_resolution(self.pipe)
 
-    def _by_module(self, pipe, size: int) -> dict[str, float]:
+    def _by_module(self, size: int) -> dict[str, float]:
+        """FLOPs of one forward (prompt encoding and denoiser) at `size` px, by top-level module class."""
         import torch
         from torch.utils.flop_counter import FlopCounterMode
 
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            self._loss(pipe, size)
-        return {k: float(sum(v.values())) for k, v in counter.get_flop_counts().items() if "." not in k}
+        def run():
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                self._loss(self.pipe, size)
+            return {k: float(sum(v.values())) for k, v in counter.get_flop_counts().items() if "." not in k}
+        return self._memo(("forward", size), run)
 
     def denoiser(self, size: int) -> float:
         """One denoiser forward of one row at `size` px."""
         from editrobust.finetune.objectives import denoiser
 
-        name = type(denoiser(self.pipe)).__name__
-        return self._memo(("denoiser", size), lambda: self._by_module(self.pipe, size)[name])
+        return self._by_module(size)[type(denoiser(self.pipe)).__name__]
 
     def decode(self, size: int) -> float:
         import torch
@@ -273,7 +275,7 @@ def estimate(config: Mapping, targets: Iterable[str] | None = None, card: str = 
     """The GPU work and seconds of every planned job, and the disk of the outputs still to write."""
     from editrobust.editors import EDITORS
     from editrobust.finetune import make_finetuner
-    from editrobust.preflight import _dataset_rows, _image_count, disk_plan, model_sizes, plan_targets
+    from editrobust.preflight import _dataset_rows, disk_plan, image_counter, model_sizes, plan_targets
     from editrobust.sampling import SamplingSettings
 
     name, tflops = CARDS[card]
@@ -283,8 +285,9 @@ def estimate(config: Mapping, targets: Iterable[str] | None = None, card: str = 
     out = Estimate(card=name, tflops=tflops, utilisation=utilisation)
     models = sorted({f["model"] for t in (paths.VARIANT_JSON, paths.SAMPLES_INDEX) for f in plan.matching(t)})
     sizes = {m: model_sizes(config["models"][m]) for m in models}
-    flops = {m: ModelFlops(sizes[m].pipeline_factory) for m in models}
+    flops = {m: ModelFlops(sizes[m].pipeline_factory, sizes[m].pipe) for m in models}
     reference: dict = {}  # (model, task) -> FLOPs of what gpu_check measured, for the ratio
+    image_count = image_counter(config)
 
     def todo(template: str) -> list[dict]:
         found = plan.matching(template)
@@ -313,7 +316,7 @@ def estimate(config: Mapping, targets: Iterable[str] | None = None, card: str = 
     for f in todo(paths.SAMPLES_INDEX):
         m = f["model"]
         settings, dtype = settings_of(m)
-        n = _image_count(config, f["promptset"])
+        n = image_count(f["promptset"])
 
         def measured_image(m=m):
             steps, guidance = GPU_CHECK_SAMPLING[FAMILY_ARCHITECTURE[config["models"][m]["family"]]]
@@ -328,7 +331,8 @@ def estimate(config: Mapping, targets: Iterable[str] | None = None, card: str = 
         native = flops[m].native
         if last.kind == vn.EDIT:
             entry = config["editors"][last.name]
-            work = EDITORS.get(entry["method"]).work(EDITORS.get(entry["method"]).with_defaults(entry))
+            editor = EDITORS.get(entry["method"])
+            work = editor.work(editor.with_defaults(entry))
             settings, _ = settings_of(m)
             total = (work.images * image_flops(m, settings) + work.denoiser_forwards * flops[m].denoiser(native)
                      + work.denoiser_trains * flops[m].train_row(None, native))
@@ -357,18 +361,18 @@ def estimate(config: Mapping, targets: Iterable[str] | None = None, card: str = 
         lines = _corpus_lines(config, f["corpus"])
         add(Job("refact statistic", m, lines, "corpus lines", lines * flops[m].text(), True))
     for f in todo(paths.EMBEDDINGS):
-        n = _image_count(config, f["promptset"]) or 0
+        n = image_count(f["promptset"]) or 0
         per, arch = vit_flops((config.get("clip_models") or {}).get(f["clip_model"], {}))
         add(Job(f"embed {arch}", f["model"], n, "images", n * per))
     for f in todo(paths.SCORES):
         if (config.get("scorers") or {}).get(f["scorer"], {}).get("kind") == "sd_safety_checker":
-            n = _image_count(config, f["promptset"]) or 0
+            n = image_count(f["promptset"]) or 0
             add(Job("score sd_safety_checker (ViT-L-14)", f["model"], n, "images", n * vit_flops({"arch": "ViT-L-14"})[0]))
     for f in todo(paths.QUALITY):
         qs = config["quality_sets"][f["quality_set"]]
         if (qs.get("fid") or {}).get("extractor", "inception") != "inception":
             continue  # the toy's random-convolution features: a CPU job
-        n = _image_count(config, qs["promptset"]) or 0
+        n = image_count(qs["promptset"]) or 0
         add(Job("quality (FID, Inception-v3)", f["model"], n, "images", n * INCEPTION_FLOPS))
     out.disk = disk_plan(plan, config, sizes, only_missing=remaining)
     return out

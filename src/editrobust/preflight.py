@@ -455,6 +455,17 @@ def _image_count(config: Mapping, promptset: str) -> int | None:
     return None
 
 
+def image_counter(config: Mapping):
+    """`_image_count` for one config, each promptset counted once (many jobs share a promptset)."""
+    counted: dict[str, int | None] = {}
+
+    def count(promptset: str) -> int | None:
+        if promptset not in counted:
+            counted[promptset] = _image_count(config, promptset)
+        return counted[promptset]
+    return count
+
+
 def _dataset_rows(config: Mapping, dataset: str) -> int | None:
     """Rows of a fine-tuning dataset, counted without decoding its images; else the row count its
     download entry pins; None if neither is known."""
@@ -487,8 +498,9 @@ def disk_plan(plan: Plan, config: Mapping, sizes: Mapping[str, ModelSizes], only
     items: list[DiskItem] = []
     todo = lambda template: [f for f in plan.matching(template)  # noqa: E731
                              if not (only_missing and Path(paths.fill(template, **f)).exists())]
+    image_count = image_counter(config)
     for f in todo(paths.SAMPLES_INDEX):
-        s, n = sizes[f["model"]], _image_count(config, f["promptset"])
+        s, n = sizes[f["model"]], image_count(f["promptset"])
         items.append(DiskItem("images", None if n is None else int(n * s.height * s.width * PNG_BYTES_PER_PIXEL)))
     finetunes: dict[tuple[str, str], int] = {}  # (model, fine-tuned variant): its planned @<step> checkpoints
     for f in todo(paths.VARIANT_JSON):
