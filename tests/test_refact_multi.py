@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 from snakemake.utils import update_config
@@ -21,19 +19,13 @@ from editrobust.tables import ScoreKey, build_table, resolve, table_problems
 from editrobust.tables.refact import group_order
 
 from conftest import REPO, SCHEMA
+from test_editors import _corpus  # the short corpus of the ReFACT tests' statistic
 from test_tables import road_frame
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEMPLATES = ["a picture of {} on a table", "a photo of {} on a table"]
 LIME, APPLE = ("a lime", "a lime", "a lemon"), ("an apple", "an apple", "a plum")  # toy RoAD appearance rows 0, 1
-
-
-def _corpus(n=300, seed=0):
-    words = ("the a cat dog red blue house tree car man woman runs jumps big small green old new river city "
-             "sky at on in under over photo painting of with and").split()
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 10))) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
