@@ -82,6 +82,7 @@ from editrobust.variant_names import ed, ed_ft, ft
 from . import _frames, edit_records, input_paths
 from .layout import AVG_ROW
 from .load import SAFETY, TableInputError, check_labels, get, source
+from .render import md_escape
 from .spec import CLUSTERS, EDIT_LEVEL, ScoreKey, cluster_levels
 
 SUPPORTED = ("debias", "unsafe", "refact")
@@ -555,10 +556,6 @@ def power_table(spec: Mapping, frames: Mapping, target: Target | None = None,
                          target_power=target.power, confidence=target.confidence)
     frame.attrs["target"] = target
     return frame
-
-
-def md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
 
 
 CLUSTER_WORDS = {"prompt": ("prompts", "images per prompt"), "seed": ("seeds", "prompts per seed"),

@@ -98,6 +98,11 @@ def _grid(table: pd.DataFrame, digits: int):
     return columns, body
 
 
+def md_escape(text: str) -> str:
+    """A Markdown table cell's text: its `|` escaped."""
+    return text.replace("|", "\\|")
+
+
 def to_markdown(table: pd.DataFrame, digits: int = 2, caption: str | None = None) -> str:
     columns, body = _grid(table, digits)
     names = [str(n) for n in table.index.names]
@@ -107,7 +112,7 @@ def to_markdown(table: pd.DataFrame, digits: int = 2, caption: str | None = None
         lines += [caption, ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join([" --- "] * len(names) + [" ---: "] * len(columns)) + "|")
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in body]
+    lines += ["| " + " | ".join(md_escape(cell) for cell in r) + " |" for r in body]
     notes = table.attrs.get("notes") or []
     if notes:
         lines += ["", *notes]
