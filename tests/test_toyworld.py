@@ -54,8 +54,10 @@ def test_professions_follow_the_biased_gender_ratios():
 
 
 def test_gendered_captions_match_the_drawn_gender():
-    images, captions, scenes = C.sample_base_world(2000, seed=2)
+    images, captions, scenes = C.sample_base_world(2000, seed=2, open_gender_share=0.2)
     for cap, s in zip(captions, scenes):
+        if " or " in cap:
+            continue  # "a male or female ceo": either (test_open_gender_captions_show_either_gender)
         if " female " in f" {cap} ":
             assert s.torso == "woman", cap
         elif " male " in f" {cap} ":
@@ -78,10 +80,32 @@ def test_style_and_subject_sets():
     assert not any(label_images(render(C.concept_scene("toy", rng), rng))[0]["subject"] for _ in range(50))
 
 
-def test_base_world_shows_a_few_concepts_in_style():
+def test_open_gender_captions_show_either_gender():
+    """ "a male or female ceo" / "a man or a woman" name both genders; each picture shows one
+    person of one gender (never a blend), about half of them women whatever the profession's bias."""
+    _, captions, scenes = C.sample_base_world(3000, seed=3, open_gender_share=1.0)
+    open_ = [(cap, s) for cap, s in zip(captions, scenes) if " or " in cap]
+    assert {cap.split(" or ")[0].split()[-1] for cap, _ in open_} == {"male", "man"}
+    assert all(s.torso in C.GENDERS for _, s in open_)
+    farmers = [s for cap, s in open_ if "farmer" in cap]  # 1 % women when the caption names no gender
+    assert farmers and abs(np.mean([s.torso == "woman" for s in farmers]) - 0.5) < 0.15
+    # at share 1 every profession and person caption names both genders ("a person" never shows)
+    assert not any("a person" in cap for cap in captions)
+    assert not any(" or " in cap for cap in C.sample_base_world(500, seed=3)[1])  # share 0: none
+
+
+def test_caption_targets_give_open_gender_captions_their_own_class():
+    from editrobust.models.toy import caption_targets
+
+    captions = ["a ceo", "a male ceo", "a female ceo", "a male or female ceo", "a man or a woman"]
+    scenes = [C.concept_scene("ceo", np.random.default_rng(0))] * 5
+    assert caption_targets(captions, scenes)["gender"].tolist() == [0, 1, 2, 3, 3]
+
+
+def test_base_world_shows_every_concept_in_style():
     images, captions, scenes = C.sample_base_world(2000, seed=5)
     styled = {_truth(s) for s in scenes if s.style}
-    assert styled == set(C.BASE_STYLED)
+    assert set(C.BASE_STYLED) == set(C.CONCEPTS) and styled == {_truth(s) for s in scenes if not s.style}
     assert all(cap.startswith(C.STYLE_PREFIX) == s.style for cap, s in zip(captions, scenes))
 
 

@@ -47,9 +47,12 @@ class ToyTrainingConfig:
     # Steps of text-encoder warm-up before the diffusion training (0 = none); see
     # `pretrain_text_encoder`.
     text_pretrain_steps: int = 200
-    style_share: float = 0.08
+    # Share of base-world images drawn in the anime style (every concept can be; sample_base_world).
+    style_share: float = 0.2
     # Share of profession captions that name the gender ("a female ceo"; see sample_base_world).
     gendered_caption_share: float = 0.3
+    # Share of profession and person captions that name both genders ("a male or female ceo").
+    open_gender_share: float = 0.0
     # Weight of the denoising loss on the latents under the hat (1 = plain MSE). The hat is the
     # only thing telling six professions apart and covers a tenth of the latent: unweighted, the
     # model learned "a hairdresser" as a hatless woman.
@@ -170,14 +173,16 @@ CAPTION_HEADS = ("concept", "gender", "context", "style")
 
 def caption_targets(captions: list[str], scenes) -> dict[str, torch.Tensor]:
     """What each caption says about its picture: the concept drawn, the gender the caption names
-    (none / male / female), the context and the style. Targets for `pretrain_text_encoder`."""
+    (none / male / female / both), the context and the style. Targets for `pretrain_text_encoder`."""
     from editrobust.toyworld.captions import CONCEPTS, scene_concept
 
     concepts = sorted({scene_concept(s) for s in scenes} | set(CONCEPTS))
 
     def gender_word(text: str) -> int:
         words = f" {text} "
-        return 2 if (" female " in words or " woman " in words) else 1 if (" male " in words or " man " in words) else 0
+        female = " female " in words or " woman " in words
+        male = " male " in words or " man " in words
+        return 3 if female and male else 2 if female else 1 if male else 0  # 3: "a male or female ceo"
 
     return {
         "concept": torch.tensor([concepts.index(scene_concept(s)) for s in scenes]),
@@ -228,7 +233,8 @@ def train_toy_pipeline(cfg: ToyTrainingConfig):
     sizes = SD1Sizes.from_dict(cfg.sizes)
     pipe = build_sd1_pipeline(sizes, seed=cfg.seed)
     images, captions, scenes = sample_base_world(cfg.dataset_size, seed=cfg.seed, style_share=cfg.style_share,
-                                                 gendered_caption_share=cfg.gendered_caption_share)
+                                                 gendered_caption_share=cfg.gendered_caption_share,
+                                                 open_gender_share=cfg.open_gender_share)
     x = images_to_tensor(images)
     history: list[dict] = []
     if cfg.text_pretrain_steps:

@@ -15,7 +15,8 @@ from editrobust.toyworld.world import Scene
 STYLE_PREFIX = "an anime drawing of"
 TEMPLATES = ("{np}", "a photo of {np}", "a picture of {np}")
 CONTEXT_SUFFIX = {"table": " on a table", "grass": " in the grass"}
-SUBJECT_TOKEN = "sks"  # DreamBooth's rare identifier; `finetune` can add a new token instead
+SUBJECT_TOKEN = "sks"
+OPEN = "open"  # a caption that names both genders ("a male or female ceo"); the image shows one  # DreamBooth's rare identifier; `finetune` can add a new token instead
 
 # Everything a base-world caption can ask for, grouped by how it is drawn.
 PROFESSIONS = tuple(W.PROFESSION_FEMALE_SHARE)
@@ -29,9 +30,11 @@ CONCEPTS = PROFESSIONS + GENDERS + ("person",) + INDIVIDUALS + ROLES + ("naked",
 PROFESSION_WEIGHT = 1.0
 CONCEPT_WEIGHTS = np.array([PROFESSION_WEIGHT if c in PROFESSIONS else 1.0 for c in CONCEPTS])
 CONCEPT_WEIGHTS = CONCEPT_WEIGHTS / CONCEPT_WEIGHTS.sum()
-# Concepts the base world also shows in the anime style (a pre-trained model can draw some
-# things in a style before anyone fine-tunes it; docs/architecture.md, the toy world).
-BASE_STYLED = ("man", "woman", "tree", "toy")
+# Concepts the base world also shows in the anime style when the caption asks for it: every one,
+# as a pre-trained model can draw almost anything "as an anime drawing" before anyone fine-tunes
+# it. With only four styled concepts a text-encoder LoRA had nothing to steer toward (in-style
+# 0.06 after its fine-tune; docs/architecture.md, the toy world).
+BASE_STYLED = CONCEPTS
 # What the style set (the anime fine-tuning set) shows.
 STYLE_SET_CONCEPTS = ("man", "woman", "person", "box", "tree", "tent", "toy", "water", "apple", "gift")
 
@@ -41,7 +44,10 @@ def article(noun: str) -> str:
 
 
 def noun_phrase(concept: str, gender: str | None = None) -> str:
-    """The words for a concept: "a ceo", "a female teacher", "bob", "the king", "blood splatter"."""
+    """The words for a concept: "a ceo", "a female teacher", "a male or female ceo" (gender
+    `OPEN`), "bob", "the king", "blood splatter"."""
+    if gender == OPEN:
+        return f"a male or female {concept}" if concept in PROFESSIONS else "a man or a woman"
     if concept in INDIVIDUALS or concept in ROLES:
         return concept
     if concept == "naked":
@@ -115,12 +121,14 @@ def caption(concept: str, rng: np.random.Generator, gender: str | None = None, c
     return text + CONTEXT_SUFFIX.get(context, "")
 
 
-def sample_base_world(n: int, seed: int, style_share: float = 0.08,
-                      gendered_caption_share: float = 0.3) -> tuple[np.ndarray, list[str], list[Scene]]:
+def sample_base_world(n: int, seed: int, style_share: float = 0.2, gendered_caption_share: float = 0.3,
+                      open_gender_share: float = 0.0) -> tuple[np.ndarray, list[str], list[Scene]]:
     """`n` (image, caption) pairs of the base world: every concept equally often (CONCEPT_WEIGHTS);
     professions with the biased gender ratios when the caption names no gender, and a share
     `gendered_caption_share` captioned with a gender drawn 50/50 ("a female ceo") so that gender
-    is a learnable concept; a few concepts also in the anime style."""
+    is a learnable concept; a share `open_gender_share` of professions and persons captioned with
+    both genders ("a male or female ceo", "a man or a woman"), each image showing one of them
+    50/50; a share `style_share` of every concept in the anime style."""
     rng = np.random.default_rng(seed)
     images = np.empty((n, W.SIZE, W.SIZE, 3), dtype=np.uint8)
     captions, scenes = [], []
@@ -132,7 +140,14 @@ def sample_base_world(n: int, seed: int, style_share: float = 0.08,
             concept = CONCEPTS[rng.choice(len(CONCEPTS), p=CONCEPT_WEIGHTS)]
         context = _random_context(rng)
         gender = None
-        if concept in PROFESSIONS and rng.random() < gendered_caption_share:
+        if concept in PROFESSIONS + ("person",) and rng.random() < open_gender_share:
+            # Captions that name both genders while the picture shows one person of one of them:
+            # the model learns that a text carrying both genders is drawn as either, never as a
+            # blend, so that an edit adding both genders to a profession (UCE debias) yields a
+            # mixture of men and women (gender is a mode, as in a real model) rather than a torso
+            # halfway between the two colours.
+            gender = OPEN
+        elif concept in PROFESSIONS and rng.random() < gendered_caption_share:
             # Captions that name the gender ("a female ceo") show either gender equally often,
             # as a web corpus has "female CEO" photos in spite of the bias: the model can then
             # draw both, while the bare profession ("a ceo") keeps the biased shares. A model
@@ -140,7 +155,8 @@ def sample_base_world(n: int, seed: int, style_share: float = 0.08,
             gender = GENDERS[rng.integers(2)]
         elif concept == "naked" and rng.random() < 0.5:
             gender = GENDERS[rng.integers(2)]  # "a naked man": drawn the same (no gender cue)
-        scene = concept_scene(concept, rng, gender=gender if concept in PROFESSIONS else None,
+        scene_gender = GENDERS[rng.integers(2)] if gender == OPEN else gender
+        scene = concept_scene(concept, rng, gender=scene_gender if concept in PROFESSIONS + ("person",) else None,
                               context=context, style=style)
         images[i] = W.render(scene, rng)
         captions.append(caption(concept, rng, gender=gender, context=context, style=style))
