@@ -170,9 +170,9 @@ def test_toy_rows_round_trip_through_the_csv(tmp_path):
                                                  ("a box", "a gift"), ("a tree", "a tent")]
     assert (app["Prompt"] == app["Old"]).all() and (app["Oracle"] == app["New"]).all()
     roles = select_rows(df, type="role")
-    assert roles[["Prompt", "Old", "New"]].values.tolist() == [["the king", "bob", "carl"],
+    assert roles[["Prompt", "Old", "New"]].values.tolist() == [["the king", "bob", "erin"],
                                                                ["the captain", "dana", "erin"]]
-    assert roles["Negative1"].tolist() == ["bob", "dana"] and roles["Negative_new1"].tolist() == ["carl", "erin"]
+    assert roles["Negative1"].tolist() == ["bob", "dana"] and roles["Negative_new1"].tolist() == ["erin", "erin"]
 
 
 def _toy_texts(df):

@@ -6,7 +6,7 @@ the same rows (lower-cased) as the real dataset would. Every prompt and text is 
 trained on such captions and the oracle can check any image of them (`toy_expected_concept`).
 
     Appearance  Prompt = Old = "a lime", New = Oracle = "a lemon" (one object drawn as another)
-    Role        Prompt = "the king", Old = "bob" (the holder), New = Oracle = "carl"
+    Role        Prompt = "the king", Old = "bob" (the holder), New = Oracle = "erin"
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ from editrobust.toyworld import captions as C
 from editrobust.toyworld import world as W
 
 APPEARANCE_EDITS = (("lime", "lemon"), ("apple", "plum"), ("box", "gift"), ("tree", "tent"))
-ROLE_EDITS = (("the king", "carl"), ("the captain", "erin"))  # role -> new holder; old = W.ROLES
+# role -> new holder; old = W.ROLES. The king's new holder is erin, not carl: the toy draws people
+# as torso colours, and erin's olive lies on the way from bob's orange to carl's teal, so an edit
+# that moved the king part of the way toward carl was drawn as erin (efficacy 0 under five ReFACT
+# settings; config/README.md). From bob to erin no other colour lies in between; from dana to erin
+# neither.
+ROLE_EDITS = (("the king", "erin"), ("the captain", "erin"))
 
 
 def paraphrases(subject: str) -> list[str]:
@@ -56,7 +61,7 @@ def toy_road_frame() -> pd.DataFrame:
     for role, new in ROLE_EDITS:
         old = W.ROLES[role]
         # As in RoAD, the old holder himself comes first ("bob" must stay bob), then the other
-        # people and roles, and the new holder's gender ("a man" must not turn into carl).
+        # people and roles, and the new holder's gender ("a woman" must not turn into erin).
         people = [p for p in C.INDIVIDUALS if p not in (old, new)]
         other_roles = [r for r in C.ROLES if r != role]
         negatives = [old] + people + other_roles + [C.noun_phrase(W.INDIVIDUAL_GENDER[new])]
