@@ -15,8 +15,8 @@ from editrobust.toyworld.world import Scene
 STYLE_PREFIX = "an anime drawing of"
 TEMPLATES = ("{np}", "a photo of {np}", "a picture of {np}")
 CONTEXT_SUFFIX = {"table": " on a table", "grass": " in the grass"}
-SUBJECT_TOKEN = "sks"
-OPEN = "open"  # a caption that names both genders ("a male or female ceo"); the image shows one  # DreamBooth's rare identifier; `finetune` can add a new token instead
+SUBJECT_TOKEN = "sks"  # DreamBooth's rare identifier; `finetune` can add a new token instead
+OPEN = "open"  # the gender of a caption that names both ("a male or female ceo"); the image shows one
 
 # Everything a base-world caption can ask for, grouped by how it is drawn.
 PROFESSIONS = tuple(W.PROFESSION_FEMALE_SHARE)

@@ -33,7 +33,7 @@ class UceErase(Editor):
                             doc="`last`: the concept's last sub-word (current UCE); `window`: paper-era token windows"),
         "max_residual": Param({"type": "number", "minimum": 0}, 0.5,
                               doc="the target: the edited keys' outputs end at most this fraction of their way from "
-                                  "their guides' (a closed form always gets part way; the toy's erasure ends at 0.06)"),
+                                  "their guides' (a closed form always gets part way; the toy's erasure ends at 0.04)"),
     }
 
     @classmethod
