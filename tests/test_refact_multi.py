@@ -25,7 +25,7 @@ from test_tables import road_frame
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEMPLATES = ["a picture of {} on a table", "a photo of {} on a table"]
-LIME, APPLE = ("a lime", "a lime", "a lemon"), ("an apple", "an apple", "a plum")  # toy RoAD appearance rows 0, 1
+LIME, APPLE = ("a lime", "a lime", "a lemon"), ("an apple", "an apple", "a plum")  # two appearance rows in the toy's wording
 
 
 @pytest.fixture(scope="module")

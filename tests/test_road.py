@@ -166,8 +166,8 @@ def test_toy_rows_round_trip_through_the_csv(tmp_path):
     assert list(df.columns) == list(ROAD_COLUMNS)
     pd.testing.assert_frame_equal(df, toy_road_frame().apply(lambda col: col.str.lower()))
     app = select_rows(df, type="appearance")
-    assert list(zip(app["Old"], app["New"])) == [("a lime", "a lemon"), ("an apple", "a plum"),
-                                                 ("a box", "a gift"), ("a tree", "a tent")]
+    assert list(zip(app["Old"], app["New"])) == [("a lime", "a lemon"), ("a plum", "a lime"),
+                                                 ("a gift", "a box"), ("a tree", "a tent")]
     assert (app["Prompt"] == app["Old"]).all() and (app["Oracle"] == app["New"]).all()
     roles = select_rows(df, type="role")
     assert roles[["Prompt", "Old", "New"]].values.tolist() == [["the king", "bob", "erin"],

@@ -395,9 +395,9 @@ def test_table_cross_references_name_the_key_path(cfg):
                    scorer="oracle"),
         "t2": dict(kind="unsafe", model="sd14", editor="erase_unsafe", finetuners=[], promptset="toy_unsafe",
                    scorers=["oracle", "clipp"]),
-        "t3": dict(kind="refact", model="toy", editors=["refact_lime", "refact_box"],
-                   promptsets=["road_lime", "road_apple"], finetuners=[], scorer="oracle"),
-        "t4": dict(kind="refact", model="toy", editors=["refact_lime"], promptsets=["road_lime", "road_box"],
+        "t3": dict(kind="refact", model="toy", editors=["refact_lime", "refact_gift"],
+                   promptsets=["road_lime", "road_plum"], finetuners=[], scorer="oracle"),
+        "t4": dict(kind="refact", model="toy", editors=["refact_lime"], promptsets=["road_lime", "road_gift"],
                    finetuners=[], scorer="oracle"),
         "t5": dict(kind="quality", model="toy", quality_set="cocoa", editors=[], finetuners=[]),
     }
@@ -407,7 +407,7 @@ def test_table_cross_references_name_the_key_path(cfg):
     assert "tables.t1.finetuners[0]: unknown finetuner 'nope'" in text
     assert "tables.t2.model: unknown model 'sd14'" in text
     assert "tables.t2.scorers[1]: unknown scorer 'clipp'" in text
-    assert "tables.t3.promptsets[1]: promptset 'road_apple' holds RoAD row" in text
+    assert "tables.t3.promptsets[1]: promptset 'road_plum' holds RoAD row" in text
     assert "tables.t4.promptsets: 2 promptsets for 1 editors" in text
     assert "tables.t5.quality_set: unknown quality_set 'cocoa'" in text
     with pytest.raises(ConfigError, match=r"tables.t1.editor: unknown editor 'debiaz'"):

@@ -20,7 +20,10 @@ from editrobust.io import write_csv
 from editrobust.toyworld import captions as C
 from editrobust.toyworld import world as W
 
-APPEARANCE_EDITS = (("lime", "lemon"), ("apple", "plum"), ("box", "gift"), ("tree", "tent"))
+# Rows 1 and 2 were apple -> plum and box -> gift until the toy world of 2026-12-06, on whose base
+# neither took (efficacy 0.00 and 0.19 at p(new) 0.96 / 0.97; apple -> lemon failed as well) while
+# plum -> lime and gift -> box do (config/README.md, ReFACT on the toy).
+APPEARANCE_EDITS = (("lime", "lemon"), ("plum", "lime"), ("gift", "box"), ("tree", "tent"))
 # role -> new holder; old = W.ROLES. The king's new holder is erin, not carl: the toy draws people
 # as torso colours, and erin's olive lies on the way from bob's orange to carl's teal, so an edit
 # that moved the king part of the way toward carl was drawn as erin (efficacy 0 under five ReFACT
