@@ -26,6 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEMPLATES = ["a picture of {} on a table", "a photo of {} on a table"]
 LIME, APPLE = ("a lime", "a lime", "a lemon"), ("an apple", "an apple", "a plum")  # two appearance rows in the toy's wording
+TREE = ("a tree", "a tree", "a tent")  # toy RoAD appearance row 3 (row 0 is LIME)
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +100,12 @@ SETTINGS = {"method": "refact", "layer": 1, "position": "tail", "templates": TEM
 
 
 def test_multi_edit_variant_records_every_row(base_dir):
-    entry = {**SETTINGS, "road": [{**ROW, "index": 0}, {**ROW, "index": 1}]}
+    # rows 0 and 3 (lime -> lemon, tree -> tent): two edits whose subjects and targets are unrelated
+    entry = {**SETTINGS, "road": [{**ROW, "index": 0}, {**ROW, "index": 3}]}
     out = base_dir.parent / "ed-multi"
     info = run_edit(base_dir, "multi", entry, out, inputs={"stats": base_dir.parent.parent / "stats.safetensors"})
     edits = info["result"]["edits"]
-    assert [e["road_row"]["new"] for e in edits] == ["a lemon", "a plum"]
+    assert [e["road_row"]["new"] for e in edits] == ["a lemon", "a tent"]
     assert all(e["reached"] and e["final_model_prob"] > 0.5 for e in edits)
     assert info["reached"] is True and info["target"]["value"] == min(e["final_model_prob"] for e in edits)
     assert "row 0" in info["target"]["measure"]  # the lowest: the first edit, which the second weakened
@@ -112,7 +114,7 @@ def test_multi_edit_variant_records_every_row(base_dir):
     assert list(delta) == ["text_encoder"] and list(delta["text_encoder"]) == ["encoder.layers.1.mlp.fc2.weight"]
     # the stored delta is the sequence's final weight
     pipe = load_pipeline(base_dir)
-    expected, _ = refact_edit_sequence(pipe, [LIME, APPLE], 1, _stats(base_dir), position="tail", templates=TEMPLATES)
+    expected, _ = refact_edit_sequence(pipe, [LIME, TREE], 1, _stats(base_dir), position="tail", templates=TEMPLATES)
     assert torch.equal(delta["text_encoder"]["encoder.layers.1.mlp.fc2.weight"],
                        expected["text_encoder"]["encoder.layers.1.mlp.fc2.weight"])
 
