@@ -289,6 +289,11 @@ def estimate(config: Mapping, targets: Iterable[str] | None = None, card: str = 
     reference: dict = {}  # (model, task) -> FLOPs of what gpu_check measured, for the ratio
     image_count = image_counter(config)
 
+    def known(n: int | None) -> tuple[int, bool]:
+        """A job's work when counted (0 when its size is not known before its inputs exist), and
+        whether it was not: the row then says how many of its jobs are of unknown size."""
+        return n or 0, n is None
+
     def todo(template: str) -> list[dict]:
         found = plan.matching(template)
         return [f for f in found if not Path(paths.fill(template, **f)).exists()] if remaining else found
@@ -316,13 +321,13 @@ def estimate(config: Mapping, targets: Iterable[str] | None = None, card: str = 
     for f in todo(paths.SAMPLES_INDEX):
         m = f["model"]
         settings, dtype = settings_of(m)
-        n = image_count(f["promptset"])
+        n, unknown = known(image_count(f["promptset"]))
 
         def measured_image(m=m):
             steps, guidance = GPU_CHECK_SAMPLING[FAMILY_ARCHITECTURE[config["models"][m]["family"]]]
             return flops[m].image(SamplingSettings(steps=steps, guidance=guidance), flops[m].native)
-        add(Job("sample", m, n or 0, "images", (n or 0) * image_flops(m, settings), dtype == "float32",
-                unknown=n is None), "sampling", measured_image)
+        add(Job("sample", m, n, "images", n * image_flops(m, settings), dtype == "float32", unknown=unknown),
+            "sampling", measured_image)
     for f in todo(paths.VARIANT_JSON):
         m, variant = f["model"], vn.parse(f["variant"])
         if not variant.steps or variant.checkpoint is not None:
@@ -352,28 +357,28 @@ def estimate(config: Mapping, targets: Iterable[str] | None = None, card: str = 
                 lambda m=m, method=method: flops[m].train_row({"method": method.name}, flops[m].native))
     for f in todo(paths.LATENT_CACHE):
         m = f["model"]
-        rows = _dataset_rows(config, f["dataset"])
+        rows, unknown = known(_dataset_rows(config, f["dataset"]))
         size = int(config["datasets"][f["dataset"]].get("resolution") or flops[m].native)
-        add(Job("latent cache", m, rows or 0, "dataset rows", 2 * (rows or 0) * flops[m].encode(size), True,
-                unknown=rows is None))
+        add(Job("latent cache", m, rows, "dataset rows", 2 * rows * flops[m].encode(size), True, unknown=unknown))
     for f in todo(paths.REFACT_STATISTIC):
         m = f["model"]
         lines = _corpus_lines(config, f["corpus"])
         add(Job("refact statistic", m, lines, "corpus lines", lines * flops[m].text(), True))
     for f in todo(paths.EMBEDDINGS):
-        n = image_count(f["promptset"]) or 0
+        n, unknown = known(image_count(f["promptset"]))
         per, arch = vit_flops((config.get("clip_models") or {}).get(f["clip_model"], {}))
-        add(Job(f"embed {arch}", f["model"], n, "images", n * per))
+        add(Job(f"embed {arch}", f["model"], n, "images", n * per, unknown=unknown))
     for f in todo(paths.SCORES):
         if (config.get("scorers") or {}).get(f["scorer"], {}).get("kind") == "sd_safety_checker":
-            n = image_count(f["promptset"]) or 0
-            add(Job("score sd_safety_checker (ViT-L-14)", f["model"], n, "images", n * vit_flops({"arch": "ViT-L-14"})[0]))
+            n, unknown = known(image_count(f["promptset"]))
+            add(Job("score sd_safety_checker (ViT-L-14)", f["model"], n, "images", n * vit_flops({"arch": "ViT-L-14"})[0],
+                    unknown=unknown))
     for f in todo(paths.QUALITY):
         qs = config["quality_sets"][f["quality_set"]]
         if (qs.get("fid") or {}).get("extractor", "inception") != "inception":
             continue  # the toy's random-convolution features: a CPU job
-        n = image_count(qs["promptset"]) or 0
-        add(Job("quality (FID, Inception-v3)", f["model"], n, "images", n * INCEPTION_FLOPS))
+        n, unknown = known(image_count(qs["promptset"]))
+        add(Job("quality (FID, Inception-v3)", f["model"], n, "images", n * INCEPTION_FLOPS, unknown=unknown))
     out.disk = disk_plan(plan, config, sizes, only_missing=remaining)
     return out
 
