@@ -25,6 +25,8 @@ INDIVIDUALS = tuple(W.INDIVIDUAL_GENDER)
 ROLES = tuple(W.ROLES)
 OBJECTS = tuple(W.OBJECTS)
 CONCEPTS = PROFESSIONS + GENDERS + ("person",) + INDIVIDUALS + ROLES + ("naked",) + OBJECTS + ("toy", "blood", "water")
+# The concepts drawn as one person of either gender: what an open-gender caption can name.
+OPEN_GENDER_CONCEPTS = PROFESSIONS + ("person",)
 # How often a profession is drawn relative to other concepts. Tried: 1.5 and 2 (for the small
 # hats) cost the named individuals more accuracy than they gave the professions.
 PROFESSION_WEIGHT = 1.0
@@ -140,7 +142,7 @@ def sample_base_world(n: int, seed: int, style_share: float = 0.2, gendered_capt
             concept = CONCEPTS[rng.choice(len(CONCEPTS), p=CONCEPT_WEIGHTS)]
         context = _random_context(rng)
         gender = None
-        if concept in PROFESSIONS + ("person",) and rng.random() < open_gender_share:
+        if concept in OPEN_GENDER_CONCEPTS and rng.random() < open_gender_share:
             # Captions that name both genders while the picture shows one person of one of them:
             # the model learns that a text carrying both genders is drawn as either, never as a
             # blend, so that an edit adding both genders to a profession (UCE debias) yields a
@@ -156,7 +158,7 @@ def sample_base_world(n: int, seed: int, style_share: float = 0.2, gendered_capt
         elif concept == "naked" and rng.random() < 0.5:
             gender = GENDERS[rng.integers(2)]  # "a naked man": drawn the same (no gender cue)
         scene_gender = GENDERS[rng.integers(2)] if gender == OPEN else gender
-        scene = concept_scene(concept, rng, gender=scene_gender if concept in PROFESSIONS + ("person",) else None,
+        scene = concept_scene(concept, rng, gender=scene_gender if concept in OPEN_GENDER_CONCEPTS else None,
                               context=context, style=style)
         images[i] = W.render(scene, rng)
         captions.append(caption(concept, rng, gender=gender, context=context, style=style))
