@@ -149,3 +149,19 @@ def test_paper_lite_plans_the_headline_tables_offline(repo):
     edited_finetunes = {v for v in variants if v.startswith("ed-") and "+ft-" in v}
     assert len(edited_finetunes) == (20 + 2) * 4  # ReFACT's 20, debias and erase; x full, LoRA, DoRA, DreamBooth
     assert preflight._image_count(config, "professions") == 6 * 3 * 60  # the planned 180 per profession
+
+
+def test_jobs_counted_from_a_promptset_of_unknown_size_say_so(repo, monkeypatch):
+    """A promptset whose size is known only once its inputs exist (a download not yet fetched) is
+    counted as 0 images, and every job counted from it, sampling and CLIP embeddings alike, says
+    so instead of passing for free."""
+    config = validate_config(load_yaml(repo / "config" / "paper_lite.yaml"))
+    monkeypatch.setattr(preflight, "image_counter", lambda config: (lambda promptset: None))
+    est = cost.estimate(config)
+    by_images = [j for j in est.jobs if j.unit == "images"]
+    rules = {j.rule.split()[0] for j in by_images}
+    assert {"sample", "embed"} <= rules
+    assert all(j.unknown and j.work == 0 and j.flops == 0 for j in by_images)
+    text = cost.render(est)
+    embed = next(line for line in text.splitlines() if line.lstrip().startswith("embed"))
+    assert "job(s) of unknown size" in embed
