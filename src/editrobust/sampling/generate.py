@@ -75,7 +75,9 @@ def native_resolution(pipe) -> int:
     return pipe.default_sample_size * pipe.vae_scale_factor
 
 
-@torch.no_grad()
+# inference mode rather than no_grad: no autograd bookkeeping on any tensor, the same images bit for
+# bit (`benchmarks/bench_sampling.py --grad-mode`); only arrays leave this function
+@torch.inference_mode()
 def generate(pipe, prompts: list[str], seeds: list[int], settings: SamplingSettings,
              progress: bool = True, desc: str = "sampling", nonfinite: list | None = None) -> np.ndarray:
     """Images (N, H, W, 3) uint8 for (prompt, seed) pairs, in order, batched.
