@@ -118,3 +118,16 @@ def test_rule_benchmarks_prints_each_job_and_the_totals(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| finetune_full | 1 | 100.0 | 100.0 | 17000 |" in out
     assert "3 jobs, 120 s in all" in out and "largest peak RSS 17000 MB (finetune_full sd14/ft-full)" in out
+
+
+def test_grad_mode_comparison_finds_the_same_images(tiny_sd1, one_thread, capsys):
+    """bench_sampling.py --grad-mode: the sampler under inference_mode draws what it drew under no_grad."""
+    from editrobust.sampling import SamplingSettings
+
+    spec = importlib.util.spec_from_file_location("bench_sampling", REPO / "benchmarks" / "bench_sampling.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.compare_grad_modes(tiny_sd1, ["a lime", "a ceo", "the king"], [0, 1, 2],
+                             SamplingSettings(steps=2, guidance=4.0, batch_size=2), repeats=1)
+    out = capsys.readouterr().out
+    assert "inference_mode / no_grad:" in out and "identical images: True" in out
